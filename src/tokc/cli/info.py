@@ -1,0 +1,85 @@
+"""`tokc info FILE`: print the header and chunk list of a .tokc file, checking every CRC."""
+
+from __future__ import annotations
+
+import json
+from typing import BinaryIO
+
+import click
+
+from tokc import format as fmt
+from tokc.cli import main
+
+_MAX_LISTED = 16  # text output lists this many chunks, then a count of the rest
+
+
+def _describe(f: BinaryIO) -> dict:
+    reader = fmt.Reader(f)
+    chunks = [{"tag": c.tag, "size": len(c.payload)} for c in reader]
+    h = reader.header
+    payload = sum(c["size"] for c in chunks)
+    return {
+        "format_version": fmt.FORMAT_VERSION,
+        "codec": h.codec,
+        "modality": h.modality,
+        "width": h.width,
+        "height": h.height,
+        "channels": h.channels,
+        "sample_rate": h.sample_rate,
+        "num_samples": h.num_samples,
+        "rate": h.rate_dict(),
+        "weights_digest": h.weights_digest.hex(),
+        "chunks": chunks,
+        "payload_bytes": payload,
+        "overhead_bytes": reader.bytes_read - payload,
+        "total_bytes": reader.bytes_read,
+    }
+
+
+def _text(name: str, d: dict) -> str:
+    if d["modality"] == "image":
+        dims = f"{d['width']}x{d['height']}, {d['channels']} channels"
+    else:
+        seconds = d["num_samples"] / d["sample_rate"]
+        dims = (
+            f"{d['sample_rate']} Hz, {d['channels']} channels, "
+            f"{d['num_samples']} samples ({seconds:.3f} s)"
+        )
+    rate = " ".join(f"{k}={v}" for k, v in d["rate"].items()) or "-"
+    lines = [
+        f"file        {name}",
+        f"format      version {d['format_version']}",
+        f"codec       {d['codec']}",
+        f"modality    {d['modality']}",
+        f"dimensions  {dims}",
+        f"rate        {rate}",
+        f"weights     {d['weights_digest']}",
+        f"chunks      {len(d['chunks'])} (all CRCs ok)",
+    ]
+    for i, c in enumerate(d["chunks"][:_MAX_LISTED]):
+        lines.append(f"  #{i:<4} {c['tag']}  {c['size']:>10} bytes")
+    if len(d["chunks"]) > _MAX_LISTED:
+        lines.append(f"  ... {len(d['chunks']) - _MAX_LISTED} more chunks")
+    lines += [
+        f"payload     {d['payload_bytes']} bytes",
+        f"overhead    {d['overhead_bytes']} bytes",
+        f"total       {d['total_bytes']} bytes",
+    ]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def info(file: str, as_json: bool) -> None:
+    """Show the header and chunks of a .tokc FILE (`-` reads stdin)."""
+    try:
+        with click.open_file(file, "rb") as f:
+            d = _describe(f)
+    except (fmt.TokcFormatError, OSError) as e:
+        click.echo(f"tokc: error: {file}: {e}", err=True)
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(json.dumps({"file": file, **d}))
+    else:
+        click.echo(_text(file, d))

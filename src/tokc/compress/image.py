@@ -1,0 +1,484 @@
+"""tokc-image-v1 codec: images <-> bytes.
+
+Pipeline (encoder):  pixels -g_a-> y -h_a-> z -round-> z_int
+                     z_int -intnet (exact integers)-> mean, log-scale -> scale index per element
+                     q = round(y*gain - mean*gain), coded with the scale's integer table
+Decoder: z_int from the stream, the same integer hyper-synthesis, q from the stream,
+                     y_hat = (q + mean*gain) * igain -g_s-> pixels.
+
+Only g_a, h_a and g_s run in floating point (torch or ONNX Runtime, in tiles so that memory
+stays bounded); float error there moves pixels, never the token stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from tokc import format as fmt
+from tokc.compress import entropy, intnet
+
+CODEC_ID = "tokc-image-v1"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{CODEC_ID}.safetensors"
+PAD = 64  # the hyper-latent's stride
+UNIT = 16  # the latent's stride
+TILE = 48  # latents per tile side (768 px)
+MARGIN = 4  # latents of context around each tile (64 px, more than the receptive field)
+REFINE_STEPS = (0, 5, 10, 20, 30, 45, 60, 80, 100)  # latent refinement steps per effort 1..9
+REFINE_MAX_PIXELS = 4 << 20
+
+
+class CodecError(ValueError):
+    """Input the codec cannot take (a clear message, never a traceback)."""
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    data: bytes
+    width: int
+    height: int
+    level: float  # the continuous rate level used, 0..levels-1
+    quality: float
+    bpp: float
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+
+class ImageWeights:
+    """Everything in the weights file, as numpy arrays; no torch needed."""
+
+    def __init__(self, path: Path = WEIGHTS):
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise CodecError(f"weights file not found: {path}")
+        raw = path.read_bytes()
+        self.path = path
+        self.digest = hashlib.sha256(raw).digest()[:8]
+        with safe_open(str(path), framework="numpy") as f:
+            meta = json.loads(f.metadata()["tokc"])
+            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.meta = meta
+        self.config = meta["config"]
+        self.levels = int(self.config["levels"])
+        self.frac = int(meta["frac_bits"])
+        self.hs = [
+            intnet.IntConv(
+                self.tensors[f"hs.{i}.weight"].astype(np.int64),
+                self.tensors[f"hs.{i}.bias"].astype(np.int64),
+                int(spec["shift"]), bool(spec["relu"]), bool(spec["shuffle"]),
+            )
+            for i, spec in enumerate(meta["hs_layers"])
+        ]
+        self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)
+        self.log_igain = self.tensors["log_igain"].astype(np.float64)
+        zr = int(meta["z_radius"])
+        self.z_tables = entropy.Tables(
+            self.tensors["z_freq"], np.full(len(self.tensors["z_freq"]), zr)
+        )
+        self.y_tables = entropy.Tables(self.tensors["y_freq"], self.tensors["y_offsets"])
+
+    def float_state(self, prefix: str) -> dict[str, np.ndarray]:
+        p = prefix + "."
+        return {k[len(p):]: v.astype(np.float32) for k, v in self.tensors.items() if k.startswith(p)}
+
+    # integer rate parameter: level in thousandths
+    def log_gain_at(self, level_milli: int) -> np.ndarray:
+        """Fixed-point log gains at a level, by exact integer interpolation."""
+        lo = min(level_milli // 1000, self.levels - 2)
+        t = level_milli - 1000 * lo
+        a, b = self.log_gain_q[lo], self.log_gain_q[lo + 1]
+        return a + ((b - a) * t) // 1000
+
+    def log_igain_at(self, level_milli: int) -> np.ndarray:
+        lo = min(level_milli // 1000, self.levels - 2)
+        t = (level_milli - 1000 * lo) / 1000
+        return self.log_igain[lo] * (1 - t) + self.log_igain[lo + 1] * t
+
+
+# --- float transforms --------------------------------------------------------------------------
+
+
+class TorchTransforms:
+    """g_a, h_a, g_s on PyTorch (eager, float32)."""
+
+    name = "torch"
+
+    def __init__(self, weights: ImageWeights):
+        try:
+            import torch
+        except ImportError:
+            raise CodecError("the torch backend needs PyTorch: pip install 'tokc-codec[torch]'")
+        from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+
+        self.torch = torch
+        model = ImageHyperprior(HyperpriorConfig(**weights.config))
+        for name in ("g_a", "h_a", "g_s"):
+            state = {k: torch.from_numpy(v) for k, v in weights.float_state(name).items()}
+            getattr(model, name).load_state_dict(state)
+        self.model = model.eval()
+
+    def _run(self, module, x: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return module(self.torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()
+
+    def analysis(self, x):
+        return self._run(self.model.g_a, x)
+
+    def hyper_analysis(self, y):
+        return self._run(self.model.h_a, y)
+
+    def synthesis(self, y_hat):
+        return self._run(self.model.g_s, y_hat)
+
+
+def get_transforms(weights: ImageWeights, backend: str = "auto"):
+    if backend in ("auto", "torch"):
+        try:
+            return TorchTransforms(weights)
+        except CodecError:
+            if backend == "torch":
+                raise
+    if backend in ("auto", "onnx"):
+        from tokc.runtimes import image_onnx  # the torch-free path (export issue)
+
+        return image_onnx.OnnxTransforms(weights)
+    raise CodecError(f"unknown backend {backend!r} (auto, torch, onnx)")
+
+
+def tiled(fn, x: np.ndarray, r_in: int, r_out: int, tile: int = TILE, margin: int = MARGIN):
+    """Apply a fully convolutional fn over x (C, H, W) in tiles of the latent grid, each with
+    `margin` latents of context, keeping the tile's centre: equal to one pass over the whole
+    input up to float rounding, with bounded memory."""
+    _, hh, ww = x.shape
+    h, w = hh // r_in, ww // r_in
+    out = None
+    for i0 in range(0, h, tile):
+        for j0 in range(0, w, tile):
+            i1, j1 = min(i0 + tile, h), min(j0 + tile, w)
+            a0, a1 = max(i0 - margin, 0), min(i1 + margin, h)
+            b0, b1 = max(j0 - margin, 0), min(j1 + margin, w)
+            res = fn(x[:, a0 * r_in : a1 * r_in, b0 * r_in : b1 * r_in])
+            if out is None:
+                out = np.empty((res.shape[0], h * r_out, w * r_out), np.float32)
+            out[:, i0 * r_out : i1 * r_out, j0 * r_out : j1 * r_out] = res[
+                :, (i0 - a0) * r_out : (i1 - a0) * r_out, (j0 - b0) * r_out : (j1 - b0) * r_out
+            ]
+    return out
+
+
+# --- the codec ---------------------------------------------------------------------------------
+
+
+def quality_to_level(quality: float, levels: int) -> int:
+    """-q 0..100 -> level in thousandths: linear, 0 -> lowest trained rate, 100 -> highest."""
+    if not 0 <= quality <= 100:
+        raise CodecError(f"quality must be in 0..100, got {quality}")
+    return int(round(quality / 100 * (levels - 1) * 1000))
+
+
+def level_to_quality(level_milli: int, levels: int) -> float:
+    return level_milli / ((levels - 1) * 1000) * 100
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """The encoder's level-independent work on one image, reused across rate searches."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 as coded
+    y: np.ndarray  # (M, h, w) float32
+    z: np.ndarray  # (Cz, hz, wz) int64
+    mean: np.ndarray  # (M, h, w) float64, ungained
+    log_scale_q: np.ndarray  # (M, h, w) int64 fixed point
+
+
+class ImageCodec:
+    def __init__(self, weights: ImageWeights | None = None, backend: str = "auto"):
+        self.weights = weights or ImageWeights()
+        self.backend = backend
+
+    @cached_property
+    def transforms(self):
+        return get_transforms(self.weights, self.backend)
+
+    # -- shared by encoder and decoder: exact integer entropy parameters --
+    def _entropy_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = intnet.run(self.weights.hs, z)
+        m = out.shape[0] // 2
+        return out[:m] / 2.0**self.weights.frac, out[m:].astype(np.int64)
+
+    def _scale_index(self, log_scale_q: np.ndarray, level_milli: int) -> np.ndarray:
+        meta = self.weights.meta
+        lg = self.weights.log_gain_at(level_milli)[:, None, None]
+        step = int(meta["scale_step_q"])
+        k = (log_scale_q + lg - int(meta["scale_base_q"]) + step // 2) // step
+        return np.clip(k, 0, len(self.weights.y_tables.offsets) - 1)
+
+    # -- encoder --
+    def analyse(self, rgb: np.ndarray) -> Analysed:
+        h, w = rgb.shape[:2]
+        ph, pw = -h % PAD, -w % PAD
+        padded = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        x = padded.transpose(2, 0, 1).astype(np.float32) / 255
+        y = tiled(self.transforms.analysis, x, UNIT, 1)
+        z = np.round(self.transforms.hyper_analysis(y)).astype(np.int64)
+        mean, log_scale_q = self._entropy_params(z)
+        return Analysed(rgb, y, z, mean, log_scale_q)
+
+    def quantize(self, a: Analysed, level_milli: int) -> np.ndarray:
+        g = np.exp(self.weights.log_gain_at(level_milli) / 2.0**self.weights.frac)[:, None, None]
+        return np.round(a.y * g - a.mean * g).astype(np.int64)
+
+    def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=()) -> bytes:
+        enc = entropy.Encoder()
+        enc.add(self.weights.z_tables, a.z, np.broadcast_to(np.arange(a.z.shape[0])[:, None, None], a.z.shape))
+        enc.add(self.weights.y_tables, self.quantize(a, level_milli), self._scale_index(a.log_scale_q, level_milli))
+        stream, escapes = enc.finish()
+        chunks = [fmt.Chunk("ans ", stream)]
+        if escapes:
+            chunks.append(fmt.Chunk("esc ", escapes))
+        chunks.extend(extra_chunks)
+        header = fmt.Header(
+            codec=CODEC_ID, weights_digest=self.weights.digest, modality="image",
+            width=a.rgb.shape[1], height=a.rgb.shape[0], channels=channels,
+            rate=(("level_milli", level_milli),),
+        )
+        return fmt.pack(header, chunks)
+
+    # -- decoder --
+    def reconstruct(self, z: np.ndarray, q: np.ndarray, mean: np.ndarray, level_milli: int,
+                    height: int, width: int) -> np.ndarray:
+        frac = 2.0**self.weights.frac
+        g = np.exp(self.weights.log_gain_at(level_milli) / frac)[:, None, None]
+        ig = np.exp(self.weights.log_igain_at(level_milli))[:, None, None]
+        y_hat = ((q + mean * g) * ig).astype(np.float32)
+        x = tiled(self.transforms.synthesis, y_hat, 1, UNIT)
+        x = np.clip(np.round(x[:, :height, :width] * 255), 0, 255).astype(np.uint8)
+        return x.transpose(1, 2, 0)
+
+    def decode_tokens(self, data: bytes):
+        """-> (header, chunks by tag, z, q, mean): the tokens exactly as the encoder coded them."""
+        header, chunks = fmt.unpack(data)
+        if header.codec != CODEC_ID or header.modality != "image":
+            raise fmt.TokcFormatError(
+                f"this file was made by codec {header.codec!r} ({header.modality}); "
+                f"this decoder is {CODEC_ID}"
+            )
+        fmt.check_weights(header, self.weights.digest)
+        by_tag = {c.tag: c.payload for c in chunks}
+        if "ans " not in by_tag:
+            raise fmt.TokcFormatError("missing the 'ans ' chunk")
+        level_milli = header.rate_dict().get("level_milli", -1)
+        if not 0 <= level_milli <= (self.weights.levels - 1) * 1000:
+            raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
+        if header.channels not in (1, 3, 4):
+            raise fmt.TokcFormatError(f"an image of {header.channels} channels")
+        hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
+        cz = self.weights.z_tables.freq.shape[0]
+        dec = entropy.Decoder(by_tag["ans "], by_tag.get("esc ", b""))
+        zshape = (cz, hp // PAD, wp // PAD)
+        z = dec.decode(self.weights.z_tables, np.broadcast_to(np.arange(cz)[:, None, None], zshape))
+        mean, log_scale_q = self._entropy_params(z)
+        q = dec.decode(self.weights.y_tables, self._scale_index(log_scale_q, level_milli))
+        dec.finish()
+        return header, by_tag, z, q, mean
+
+    # -- public --
+    def compress(self, image, quality: float = 75, size: int | None = None,
+                 psnr: float | None = None, effort: int = 1) -> EncodeResult:
+        from tokc.compress import ratecontrol
+
+        img = as_image(image)
+        rgb, channels, extra = split_alpha_gray(img)
+        a = self.analyse(rgb)
+        steps = REFINE_STEPS[effort - 1] if 1 <= effort <= 9 else None
+        if steps is None:
+            raise CodecError(f"effort must be 1..9, got {effort}")
+        top = (self.weights.levels - 1) * 1000
+        if size is not None:
+            level_milli = ratecontrol.largest_fitting(lambda lv: len(self.pack(a, lv, channels, extra)), size, top)
+            if level_milli is None:
+                raise CodecError(f"no quality fits in {size} bytes (smallest file: {len(self.pack(a, 0, channels, extra))} bytes)")
+        elif psnr is not None:
+            level_milli = ratecontrol.smallest_reaching(
+                lambda lv: self.psnr_at(a, lv), psnr, top
+            )
+            if level_milli is None:
+                level_milli = top
+                warnings.warn(f"PSNR {psnr} dB is out of reach; coded at the highest quality")
+        else:
+            level_milli = quality_to_level(quality, self.weights.levels)
+        data = self.pack(self.refine(a, level_milli, steps), level_milli, channels, extra)
+        if size is not None and len(data) > size:  # refinement may trade bytes for quality
+            data = self.pack(a, level_milli, channels, extra)
+        h, w = img.shape[:2]
+        return EncodeResult(data, w, h, level_milli / 1000,
+                            level_to_quality(level_milli, self.weights.levels),
+                            8 * len(data) / (w * h))
+
+    def refine(self, a: Analysed, level_milli: int, steps: int) -> Analysed:
+        """Encoder-side refinement for the fixed decoder (effort > 1): gradient steps on the
+        latents y to lower rate + lambda * distortion through the float synthesis, with the
+        hyper-latent (and so every probability table) held fixed. Needs torch."""
+        if steps <= 0:
+            return a
+        if not isinstance(self.transforms, TorchTransforms):
+            warnings.warn("effort > 1 needs the torch backend; encoding at effort 1")
+            return a
+        if a.rgb.shape[0] * a.rgb.shape[1] > REFINE_MAX_PIXELS:
+            warnings.warn("effort > 1 is limited to images of at most 4 MP; encoding at effort 1")
+            return a
+        import torch
+
+        from tokc.models.hyperprior import gaussian_likelihood, round_ste
+
+        w, meta = self.weights, self.weights.meta
+        frac = 2.0**w.frac
+        g = torch.from_numpy(np.exp(w.log_gain_at(level_milli) / frac)).float()[:, None, None]
+        ig = torch.from_numpy(np.exp(w.log_igain_at(level_milli))).float()[:, None, None]
+        k = self._scale_index(a.log_scale_q, level_milli)
+        scale = torch.from_numpy(
+            np.exp((int(meta["scale_base_q"]) + int(meta["scale_step_q"]) * k) / frac)
+        ).float()
+        mean = torch.from_numpy(a.mean).float() * g
+        cfg = w.config
+        t = level_milli / 1000 / (w.levels - 1)
+        lam = cfg["lambda_min"] ** (1 - t) * cfg["lambda_max"] ** t
+        h, wd = a.rgb.shape[:2]
+        x = torch.from_numpy(a.rgb.transpose(2, 0, 1).astype(np.float32) / 255)
+        y = torch.from_numpy(a.y).clone().requires_grad_()
+        opt = torch.optim.Adam([y], lr=0.02)
+        g_s = self.transforms.model.g_s
+        for _ in range(steps):
+            q = round_ste(y * g - mean)
+            bits = -torch.log2(gaussian_likelihood(q, scale)).sum()
+            x_hat = g_s(((q + mean) * ig)[None])[0, :, :h, :wd]
+            loss = bits / (h * wd) + lam * 255**2 * (x_hat - x).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return Analysed(a.rgb, y.detach().numpy(), a.z, a.mean, a.log_scale_q)
+
+    def psnr_at(self, a: Analysed, level_milli: int) -> float:
+        from tokc.metrics.image import psnr as _psnr
+
+        q = self.quantize(a, level_milli)
+        out = self.reconstruct(a.z, q, a.mean, level_milli, *a.rgb.shape[:2])
+        return _psnr(a.rgb, out)
+
+    def decompress(self, data: bytes) -> np.ndarray:
+        header, by_tag, z, q, mean = self.decode_tokens(data)
+        level_milli = header.rate_dict()["level_milli"]
+        rgb = self.reconstruct(z, q, mean, level_milli, header.height, header.width)
+        return merge_alpha_gray(rgb, header.channels, by_tag)
+
+
+# --- image plumbing ------------------------------------------------------------------------------
+
+
+def as_image(image) -> np.ndarray:
+    """A path, PIL image or array -> uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
+    if isinstance(image, (str, Path)):
+        image = read_image(image)
+    elif not isinstance(image, np.ndarray):
+        image = np.asarray(image)
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise CodecError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise CodecError("empty image")
+    if arr.dtype == np.uint16:
+        warnings.warn("16-bit input reduced to 8 bits")
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and 0 <= arr.min() and arr.max() <= 1:
+            arr = np.round(arr * 255).astype(np.uint8)
+        else:
+            raise CodecError(f"expected uint8 or uint16 pixels (or floats in 0..1), got {arr.dtype}")
+    return arr
+
+
+def read_image(source, name: str | None = None) -> np.ndarray:
+    """Read PNG, JPEG, WebP, TIFF, PPM... (a path or a binary file object) with Pillow."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = name or str(source)
+    try:
+        with Image.open(source) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im).astype(np.int64)
+                warnings.warn("16-bit input reduced to 8 bits")
+                return np.clip(arr >> 8, 0, 255).astype(np.uint8)
+            if im.mode in ("L", "RGB", "RGBA"):
+                return np.asarray(im)
+            if im.mode in ("LA", "PA") or "transparency" in im.info:
+                return np.asarray(im.convert("RGBA"))
+            if im.mode in ("1", "P") and not im.getpalette():
+                return np.asarray(im.convert("L"))
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise CodecError(f"cannot read image {name}: {e}") from None
+
+
+def split_alpha_gray(img: np.ndarray):
+    """-> (rgb to code, channels for the header, extra chunks). Grayscale is coded through the
+    RGB model as R=G=B (no chroma is spent) and decoded back to one channel; alpha is coded
+    losslessly as a PNG chunk."""
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2), 1, ()
+    if img.shape[2] == 4:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img[:, :, 3])).save(buf, "PNG", optimize=True)
+        return np.ascontiguousarray(img[:, :, :3]), 4, (fmt.Chunk("alph", buf.getvalue()),)
+    return img, 3, ()
+
+
+def merge_alpha_gray(rgb: np.ndarray, channels: int, by_tag: dict) -> np.ndarray:
+    if channels == 1:
+        return np.round(rgb.astype(np.float32).mean(2)).astype(np.uint8)
+    if channels == 4:
+        import io
+
+        from PIL import Image
+
+        if "alph" not in by_tag:
+            raise fmt.TokcFormatError("an RGBA file without its 'alph' chunk")
+        try:
+            alpha = np.asarray(Image.open(io.BytesIO(by_tag["alph"])))
+        except Exception as e:
+            raise fmt.TokcFormatError(f"alpha chunk does not decode: {e}") from None
+        if alpha.shape != rgb.shape[:2]:
+            raise fmt.TokcFormatError("alpha plane has the wrong size")
+        return np.dstack([rgb, alpha.astype(np.uint8)])
+    return rgb
+
+
+_default: dict[str, ImageCodec] = {}
+
+
+def default_codec(backend: str = "auto") -> ImageCodec:
+    if backend not in _default:
+        _default[backend] = ImageCodec(backend=backend)
+    return _default[backend]
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t

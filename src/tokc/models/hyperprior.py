@@ -1,0 +1,229 @@
+"""tokc-image-v1: a variable-rate mean-scale hyperprior (Ballé 2018 / Minnen 2018, no
+autoregressive context) with asymmetric gain vectors (Cui et al. 2021) on the latent channels.
+
+Model layer only: tensors <-> latents. The codec (tokc.compress.image) turns latents into
+bytes, and runs the hyper-synthesis in exact integer arithmetic (tokc.compress.intnet) so the
+probability tables are bit-identical on every machine.
+
+The rate is a continuous `level` in [0, levels-1]: gains and lambdas are interpolated
+log-linearly between the trained levels, and training samples levels continuously, so every
+point of the range is a trained operating point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HyperpriorConfig:
+    n: int = 64  # transform width
+    m: int = 96  # latent channels (the tokens' channels)
+    levels: int = 6  # trained rate levels
+    lambda_min: float = 0.0018  # lambda of level 0 (MSE on 0..255 scale)
+    lambda_max: float = 0.0932  # lambda of the last level
+    scale_min: float = 0.11  # lower bound of the Gaussian scale
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SimplifiedGDN(nn.Module):
+    """y = x / (beta + gamma |x|) (Johnston et al. 2019); inverse multiplies instead."""
+
+    def __init__(self, ch: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_p = nn.Parameter(torch.ones(ch))
+        self.gamma_p = nn.Parameter(math.sqrt(0.1) * torch.eye(ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta_p.square() + 1e-6
+        gamma = self.gamma_p.square()
+        norm = F.conv2d(x.abs(), gamma[:, :, None, None], beta)
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride, padding=k // 2, output_padding=stride - 1)
+
+
+class SubpixelUp(nn.Sequential):
+    """3x3 conv to 4*cout channels, then depth-to-space by 2: easy to run in integers."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
+
+
+class FactorizedPrior(nn.Module):
+    """Per-channel learned density for the hyper-latent z (Ballé 2018, appendix 6.1)."""
+
+    def __init__(self, ch: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0):
+        super().__init__()
+        dims = (1, *filters, 1)
+        scale = init_scale ** (1 / (len(filters) + 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(filters) + 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((ch, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(ch, dims[i + 1], 1) - 0.5))
+            if i < len(filters):
+                self.factors.append(nn.Parameter(torch.zeros(ch, dims[i + 1], 1)))
+
+    def logits_cdf(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (C, 1, K) -> logits of the CDF at x, (C, 1, K)."""
+        for i, (mat, bias) in enumerate(zip(self.matrices, self.biases)):
+            x = torch.matmul(F.softplus(mat), x) + bias
+            if i < len(self.factors):
+                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+        return x
+
+    def likelihood(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = z.shape
+        v = z.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        lo = self.logits_cdf(v - 0.5)
+        hi = self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lo + hi).detach()
+        p = (torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo)).abs()
+        return p.reshape(c, b, h, w).permute(1, 0, 2, 3).clamp_min(1e-9)
+
+    @torch.no_grad()
+    def pmf(self, radius: int) -> torch.Tensor:
+        """Probabilities of the integers -radius..radius per channel, (C, 2*radius+1)."""
+        c = self.matrices[0].shape[0]
+        v = torch.arange(-radius, radius + 1, dtype=torch.float32).repeat(c, 1, 1)
+        lo, hi = self.logits_cdf(v - 0.5), self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lo + hi)
+        return (torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo)).abs()[:, 0, :]
+
+
+def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """P(round(r) | zero-mean Gaussian of `scale`) evaluated at the (noisy) residual r."""
+    r = r.abs()
+    upper = torch.special.ndtr((0.5 - r) / scale)
+    lower = torch.special.ndtr((-0.5 - r) / scale)
+    return (upper - lower).clamp_min(1e-9)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class ImageHyperprior(nn.Module):
+    def __init__(self, config: HyperpriorConfig = HyperpriorConfig()):
+        super().__init__()
+        self.config = config
+        n, m, L = config.n, config.m, config.levels
+        self.g_a = nn.Sequential(
+            conv(3, n), SimplifiedGDN(n), conv(n, n), SimplifiedGDN(n),
+            conv(n, n), SimplifiedGDN(n), conv(n, m),
+        )
+        self.g_s = nn.Sequential(
+            deconv(m, n), SimplifiedGDN(n, True), deconv(n, n), SimplifiedGDN(n, True),
+            deconv(n, n), SimplifiedGDN(n, True), deconv(n, 3),
+        )
+        self.h_a = nn.Sequential(
+            conv(m, n, 3, 1), nn.ReLU(), conv(n, n), nn.ReLU(), conv(n, n),
+        )
+        # Hyper-synthesis: only 3x3 convs, ReLU and depth-to-space, so that the codec can run
+        # it exactly in integers (tokc.compress.intnet).
+        self.h_s = nn.Sequential(
+            SubpixelUp(n, n), nn.ReLU(), SubpixelUp(n, m), nn.ReLU(),
+            nn.Conv2d(m, 2 * m, 3, padding=1),
+        )
+        self.z_prior = FactorizedPrior(n)
+        # log gains: encoder side (applied to y) and decoder side (applied to y_hat). Start
+        # them spread as the MSE-optimal step sizes would be (step ~ 1/sqrt(lambda)), so that
+        # the levels differ from the first iteration instead of drifting apart slowly.
+        spread = 0.5 * math.log(config.lambda_max / config.lambda_min)
+        init = torch.linspace(0.0, spread, L)[:, None].repeat(1, m)
+        self.log_gain = nn.Parameter(init.clone())
+        self.log_igain = nn.Parameter(-init.clone())
+        lam = torch.logspace(math.log10(config.lambda_min), math.log10(config.lambda_max), L)
+        self.register_buffer("lambdas", lam, persistent=False)
+
+    # -- rate parameter ---------------------------------------------------------------------
+    def _interp(self, table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Linear interpolation of rows of `table` (L, ...) at continuous levels (B,)."""
+        level = level.clamp(0, self.config.levels - 1)
+        lo = level.floor().long().clamp(max=self.config.levels - 2)
+        t = (level - lo).view(-1, *([1] * (table.dim() - 1)))
+        return table[lo] * (1 - t) + table[lo + 1] * t
+
+    def gains(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lg = self._interp(self.log_gain, level)[:, :, None, None]
+        lig = self._interp(self.log_igain, level)[:, :, None, None]
+        return lg, lig
+
+    def lmbda(self, level: torch.Tensor) -> torch.Tensor:
+        return self._interp(self.lambdas.log(), level).exp()
+
+    # -- entropy parameters -----------------------------------------------------------------
+    def entropy_params(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean and log-scale of y (ungained), from the integer hyper-latent."""
+        mean, log_scale = self.h_s(z_hat).chunk(2, dim=1)
+        return mean, log_scale
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
+        """Training pass: x in [0, 1], (B, 3, H, W) with H, W multiples of 64."""
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_hat = round_ste(z)
+        mean, log_scale = self.entropy_params(z_hat)
+        lg, lig = self.gains(level)
+        g = lg.exp()
+        yg, mg = y * g, mean * g
+        scale = (log_scale + lg).exp().clamp_min(self.config.scale_min)
+        # rate on the noisy residual, distortion through the rounded one (Minnen & Singh 2020)
+        r_noisy = yg - mg + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_hat = (round_ste(yg - mg) + mg) * lig.exp()
+        x_hat = self.g_s(y_hat)
+        num_pixels = x.shape[2] * x.shape[3]
+        bits_y = -torch.log2(gaussian_likelihood(r_noisy, scale)).sum((1, 2, 3))
+        bits_z = -torch.log2(self.z_prior.likelihood(z_noisy)).sum((1, 2, 3))
+        mse = (x_hat - x).square().mean((1, 2, 3))
+        return {
+            "x_hat": x_hat,
+            "bpp": (bits_y + bits_z) / num_pixels,
+            "bpp_z": bits_z / num_pixels,
+            "mse": mse,
+        }
+
+
+@torch.no_grad()
+def klt_init(model: ImageHyperprior, images: list[torch.Tensor], patches: int = 200_000) -> None:
+    """Initialise the outermost analysis/synthesis layers from a KLT (PCA) of 5x5 RGB patches.
+
+    The analysis filters become the leading principal components; the synthesis filters their
+    transposes, scaled for the 2x-strided overlap of 5x5 kernels."""
+    gen = torch.Generator().manual_seed(0)
+    per = max(1, patches // len(images))
+    rows = []
+    for img in images:
+        u = F.unfold(img[None].float() / 255, 5)[0]  # (75, L)
+        idx = torch.randint(u.shape[1], (per,), generator=gen)
+        rows.append(u[:, idx].T)
+    data = torch.cat(rows).double()
+    mu = data.mean(0)
+    cov = torch.cov((data - mu).T)
+    evals, evecs = torch.linalg.eigh(cov)
+    basis = evecs[:, evals.argsort(descending=True)].T.float()  # (75, 75) rows = components
+    first, last = model.g_a[0], model.g_s[-1]
+    n = first.out_channels
+    b = basis[:n]
+    first.weight.copy_(b.view(n, 3, 5, 5))
+    first.bias.copy_(-(b @ mu.float()))
+    last.weight.copy_(b.view(n, 3, 5, 5) * (4 / 25))
+    last.bias.copy_(mu.float().view(3, 25).mean(1))

@@ -1,0 +1,139 @@
+"""Pack a training checkpoint into the shipped weights file of tokc-image-v1.
+
+`python -m tokc.train.pack_image runs/image_v1/ckpt.pt -o src/tokc/weights/tokc-image-v1.safetensors`
+
+The file (safetensors, no pickle) holds:
+- the float transforms g_a, h_a, g_s in fp16;
+- the hyper-synthesis as an integer network (tokc.compress.intnet), calibrated on training
+  images (never Kodak);
+- the integer frequency tables of the hyper-latent prior and of the 64 Gaussian scales;
+- the gains as fixed-point log values (encoder side) and floats (decoder side, pixel domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from tokc.compress import entropy, intnet
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
+
+CODEC_ID = "tokc-image-v1"
+FRAC_BITS = 12  # fraction bits of the log-scale / mean output and of the log gains
+SCALE_COUNT = 64
+SCALE_MAX = 64.0
+Z_RADIUS = 48
+
+
+def load_checkpoint(path: Path) -> ImageHyperprior:
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model = ImageHyperprior(HyperpriorConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def hs_convs(model: ImageHyperprior) -> list:
+    hs = model.h_s
+    parts = [(hs[0][0], True, True), (hs[2][0], True, True), (hs[4], False, False)]
+    return [
+        (c.weight.detach().double().numpy(), c.bias.detach().double().numpy(), relu, shuf)
+        for c, relu, shuf in parts
+    ]
+
+
+def calibration_crops(data: Path) -> list[torch.Tensor]:
+    """256x256 centre crops of every 6th training image (never Kodak)."""
+    train, _ = list_images(data)
+    return center_crops([load(p) for p in train[::6]], 256)
+
+
+@torch.no_grad()
+def calibrate(model: ImageHyperprior, crops) -> tuple[list[float], list[np.ndarray]]:
+    """Largest activation of each hyper-synthesis layer on the crops, and their z's."""
+    zs = [torch.round(model.h_a(model.g_a(x))) for x in crops]
+    convs = model.h_s
+    maxes = [0.0, 0.0, 0.0]
+    for z in zs:
+        a = convs[1](convs[0](z))
+        maxes[0] = max(maxes[0], a.abs().max().item())
+        b = convs[3](convs[2](a))
+        maxes[1] = max(maxes[1], b.abs().max().item())
+        maxes[2] = max(maxes[2], convs[4](b).abs().max().item())
+    return maxes, [z[0].numpy() for z in zs]
+
+
+def scale_table() -> tuple[int, int, np.ndarray]:
+    base = round(math.log(HyperpriorConfig.scale_min) * 2**FRAC_BITS)
+    step = round(math.log(SCALE_MAX / HyperpriorConfig.scale_min) / (SCALE_COUNT - 1) * 2**FRAC_BITS)
+    scales = np.exp((base + step * np.arange(SCALE_COUNT)) / 2**FRAC_BITS)
+    return base, step, scales
+
+
+@torch.no_grad()
+def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = None) -> dict:
+    maxes, zs = calibrate(model, crops)
+    layers, fracs = intnet.quantize_layers(hs_convs(model), maxes, FRAC_BITS)
+    # how far the integer network is from the float one (log-scale units)
+    err = 0.0
+    for z in zs[:4]:
+        ref = model.h_s(torch.from_numpy(z)[None]).numpy()[0]
+        got = intnet.run(layers, z) / 2**FRAC_BITS
+        err = max(err, float(np.abs(ref - got).max()))
+
+    tensors: dict[str, np.ndarray] = {}
+    for prefix in ("g_a", "h_a", "g_s"):
+        for k, v in getattr(model, prefix).state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.numpy().astype(np.float16)
+    for i, layer in enumerate(layers):
+        tensors[f"hs.{i}.weight"] = layer.weight.astype(np.int16)  # |w| <= 2**14
+        tensors[f"hs.{i}.bias"] = layer.bias.astype(np.int64)
+    z_pmf = model.z_prior.pmf(Z_RADIUS).double().numpy()
+    tail = np.clip(1 - z_pmf.sum(1, keepdims=True), 1e-9, None)
+    tensors["z_freq"] = entropy.quantize_pmf(np.concatenate([z_pmf, tail], 1))
+    base, step, scales = scale_table()
+    y_freq, y_off = entropy.gaussian_tables(scales)
+    tensors["y_freq"], tensors["y_offsets"] = y_freq, y_off
+    tensors["log_gain_q"] = np.round(model.log_gain.detach().double().numpy() * 2**FRAC_BITS).astype(np.int64)
+    tensors["log_igain"] = model.log_igain.detach().numpy().astype(np.float32)
+    meta = {
+        "codec": CODEC_ID,
+        "config": model.config.to_dict(),
+        "hs_layers": [
+            {"shift": layer.shift, "relu": layer.relu, "shuffle": layer.shuffle} for layer in layers
+        ],
+        "frac_bits": FRAC_BITS,
+        "scale_base_q": base,
+        "scale_step_q": step,
+        "z_radius": Z_RADIUS,
+        "intnet_max_err": err,
+        **(extra_meta or {}),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
+    return meta
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = ap.parse_args(argv)
+    torch.set_flush_denormal(True)
+    state = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
+    meta = pack(
+        load_checkpoint(args.checkpoint), calibration_crops(args.data), args.out,
+        {"train_steps": state["step"]},
+    )
+    print(json.dumps({k: meta[k] for k in ("hs_layers", "intnet_max_err", "train_steps")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+KODAK = SHARED / "data/images/kodak"
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny randomly initialised tokc-image-v1 packed like the shipped weights."""
+    torch = pytest.importorskip("torch")
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.pack_image import pack
+
+    torch.manual_seed(0)
+    model = ImageHyperprior(HyperpriorConfig(n=8, m=12)).eval()
+    gen = torch.Generator().manual_seed(0)
+    crops = [torch.rand(1, 3, 128, 128, generator=gen) for _ in range(2)]
+    out = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    pack(model, crops, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_weights):
+    from tokc.compress.image import ImageCodec, ImageWeights
+
+    return ImageCodec(ImageWeights(tiny_weights), backend="torch")
+
+
+@pytest.fixture(scope="session")
+def photo() -> np.ndarray:
+    """A real photo crop (Kodak is the benchmark; a crop of it is fine as a test input)."""
+    from PIL import Image
+
+    path = KODAK / "kodim23.png"
+    if not path.exists():
+        pytest.skip(f"{path} missing (../shared/data)")
+    return np.asarray(Image.open(path).convert("RGB"))[100:228, 200:392].copy()

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from tokc.compress import entropy
+
+
+def test_quantize_pmf_rows_sum_and_floor():
+    rng = np.random.default_rng(0)
+    pmf = rng.random((5, 40)) ** 4
+    pmf[0, :30] = 0
+    freq = entropy.quantize_pmf(pmf)
+    assert freq.dtype == np.int32
+    assert (freq.sum(1) == 1 << entropy.PRECISION).all()
+    assert freq.min() >= 1
+
+
+def test_gaussian_tables_cover_and_escape():
+    freq, off = entropy.gaussian_tables([0.11, 1.0, 20.0])
+    assert list(off) == [2, 7, 111]
+    for k, o in enumerate(off):
+        row = freq[k, : 2 * o + 2]
+        assert row.sum() == 1 << entropy.PRECISION and row.min() >= 1
+        assert (freq[k, 2 * o + 2 :] == 0).all()
+        assert row.argmax() == o  # the mode is the value 0
+
+
+def test_roundtrip_with_escapes_and_two_parts():
+    rng = np.random.default_rng(1)
+    freq, off = entropy.gaussian_tables([0.5, 2.0, 8.0])
+    tables = entropy.Tables(freq, off)
+    table = rng.integers(0, 3, size=(7, 9, 11))
+    values = np.round(rng.normal(size=table.shape) * np.array([0.5, 2, 8])[table]).astype(np.int64)
+    values[0, 0, :3] = [1000, -5000, 123456789]  # escapes
+    other = rng.integers(-3, 4, size=50)
+    enc = entropy.Encoder()
+    enc.add(tables, values, table)
+    enc.add(tables, other, np.zeros(50, int))
+    stream, escapes = enc.finish()
+    assert escapes
+    dec = entropy.Decoder(stream, escapes)
+    np.testing.assert_array_equal(dec.decode(tables, table), values)
+    np.testing.assert_array_equal(dec.decode(tables, np.zeros(50, int)), other)
+    dec.finish()
+
+
+def test_decoder_rejects_leftovers_and_bad_length():
+    freq, off = entropy.gaussian_tables([1.0])
+    tables = entropy.Tables(freq, off)
+    enc = entropy.Encoder()
+    enc.add(tables, np.arange(-3, 4), np.zeros(7, int))
+    stream, esc = enc.finish()
+    dec = entropy.Decoder(stream, esc)
+    dec.decode(tables, np.zeros(3, int))  # fewer symbols than coded
+    with pytest.raises(entropy.EntropyError):
+        dec.finish()
+    with pytest.raises(entropy.EntropyError):
+        entropy.Decoder(stream[:-1], esc)
