@@ -28,6 +28,7 @@ class HyperpriorConfig:
     lambda_min: float = 0.0018  # lambda of level 0 (MSE on 0..255 scale)
     lambda_max: float = 0.0932  # lambda of the last level
     scale_min: float = 0.11  # lower bound of the Gaussian scale
+    shortcut: bool = False  # a linear 16x16 block transform beside g_a / g_s (see Analysis)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +63,41 @@ class SubpixelUp(nn.Sequential):
 
     def __init__(self, cin: int, cout: int):
         super().__init__(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
+
+
+class Analysis(nn.Module):
+    """g_a: four 5x5 stride-2 convs with simplified GDN; optionally plus a linear 16x16
+    stride-16 block transform of the pixels (the shortcut), initialised from a KLT. With the
+    last conv of the nonlinear path zero-initialised, the untrained model starts as a block
+    KLT codec and the convs learn what a block transform cannot do."""
+
+    def __init__(self, n: int, m: int, shortcut: bool):
+        super().__init__()
+        self.layers = nn.Sequential(
+            conv(3, n), SimplifiedGDN(n), conv(n, n), SimplifiedGDN(n),
+            conv(n, n), SimplifiedGDN(n), conv(n, m),
+        )
+        self.block = nn.Conv2d(3, m, 16, stride=16) if shortcut else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x)
+        return y if self.block is None else y + self.block(x)
+
+
+class Synthesis(nn.Module):
+    """g_s: the mirror of Analysis (transposed convs, inverse GDN, optional block shortcut)."""
+
+    def __init__(self, n: int, m: int, shortcut: bool):
+        super().__init__()
+        self.layers = nn.Sequential(
+            deconv(m, n), SimplifiedGDN(n, True), deconv(n, n), SimplifiedGDN(n, True),
+            deconv(n, n), SimplifiedGDN(n, True), deconv(n, 3),
+        )
+        self.block = nn.ConvTranspose2d(m, 3, 16, stride=16) if shortcut else None
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        x = self.layers(y)
+        return x if self.block is None else x + self.block(y)
 
 
 class FactorizedPrior(nn.Module):
@@ -125,14 +161,8 @@ class ImageHyperprior(nn.Module):
         super().__init__()
         self.config = config
         n, m, L = config.n, config.m, config.levels
-        self.g_a = nn.Sequential(
-            conv(3, n), SimplifiedGDN(n), conv(n, n), SimplifiedGDN(n),
-            conv(n, n), SimplifiedGDN(n), conv(n, m),
-        )
-        self.g_s = nn.Sequential(
-            deconv(m, n), SimplifiedGDN(n, True), deconv(n, n), SimplifiedGDN(n, True),
-            deconv(n, n), SimplifiedGDN(n, True), deconv(n, 3),
-        )
+        self.g_a = Analysis(n, m, config.shortcut)
+        self.g_s = Synthesis(n, m, config.shortcut)
         self.h_a = nn.Sequential(
             conv(m, n, 3, 1), nn.ReLU(), conv(n, n), nn.ReLU(), conv(n, n),
         )
@@ -202,28 +232,55 @@ class ImageHyperprior(nn.Module):
         }
 
 
-@torch.no_grad()
-def klt_init(model: ImageHyperprior, images: list[torch.Tensor], patches: int = 200_000) -> None:
-    """Initialise the outermost analysis/synthesis layers from a KLT (PCA) of 5x5 RGB patches.
-
-    The analysis filters become the leading principal components; the synthesis filters their
-    transposes, scaled for the 2x-strided overlap of 5x5 kernels."""
+def _klt(images: list[torch.Tensor], k: int, patches: int, stride: int = 1):
+    """Mean and principal components (rows, by decreasing variance) of k x k RGB patches."""
     gen = torch.Generator().manual_seed(0)
     per = max(1, patches // len(images))
     rows = []
     for img in images:
-        u = F.unfold(img[None].float() / 255, 5)[0]  # (75, L)
+        u = F.unfold(img[None].float() / 255, k, stride=stride)[0]  # (3*k*k, L)
         idx = torch.randint(u.shape[1], (per,), generator=gen)
         rows.append(u[:, idx].T)
     data = torch.cat(rows).double()
     mu = data.mean(0)
-    cov = torch.cov((data - mu).T)
-    evals, evecs = torch.linalg.eigh(cov)
-    basis = evecs[:, evals.argsort(descending=True)].T.float()  # (75, 75) rows = components
-    first, last = model.g_a[0], model.g_s[-1]
+    evals, evecs = torch.linalg.eigh(torch.cov((data - mu).T))
+    return mu.float(), evecs[:, evals.argsort(descending=True)].T.float()
+
+
+def upgrade_state_dict(state: dict) -> dict:
+    """Checkpoints from before Analysis/Synthesis held g_a/g_s as bare Sequentials."""
+    out = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        if head in ("g_a", "g_s") and rest.split(".")[0].isdigit():
+            k = f"{head}.layers.{rest}"
+        out[k] = v
+    return out
+
+
+@torch.no_grad()
+def klt_init(model: ImageHyperprior, images: list[torch.Tensor], patches: int = 200_000) -> None:
+    """Initialise the outermost analysis/synthesis convs from a KLT (PCA) of 5x5 RGB patches:
+    the analysis filters become the leading principal components, the synthesis filters their
+    transposes scaled for the 2x-strided overlap of 5x5 kernels. With the shortcut, its block
+    transform gets the KLT of 16x16 blocks (an orthonormal basis: the synthesis block is its
+    exact transpose) and the nonlinear paths' last convs start at zero."""
+    mu, basis = _klt(images, 5, patches)
+    first, last = model.g_a.layers[0], model.g_s.layers[-1]
     n = first.out_channels
     b = basis[:n]
     first.weight.copy_(b.view(n, 3, 5, 5))
-    first.bias.copy_(-(b @ mu.float()))
+    first.bias.copy_(-(b @ mu))
     last.weight.copy_(b.view(n, 3, 5, 5) * (4 / 25))
-    last.bias.copy_(mu.float().view(3, 25).mean(1))
+    last.bias.copy_(mu.view(3, 25).mean(1))
+    if model.config.shortcut:
+        m = model.config.m
+        mu, basis = _klt(images, 16, patches // 4, stride=8)
+        b = basis[:m]
+        model.g_a.block.weight.copy_(b.view(m, 3, 16, 16))
+        model.g_a.block.bias.copy_(-(b @ mu))
+        model.g_s.block.weight.copy_(b.view(m, 3, 16, 16))
+        model.g_s.block.bias.copy_(mu.view(3, 256).mean(1))
+        for layer in (model.g_a.layers[-1], model.g_s.layers[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, klt_init
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, upgrade_state_dict, klt_init
 
 TRAIN_DIRS = ("wikipedia_photos", "urban100", "sun_hays80", "debian_wallpapers")
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared/data/images/train"
@@ -88,6 +88,15 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
     return res
 
 
+def make_optimizer(model: ImageHyperprior, args) -> torch.optim.Optimizer:
+    gain_params = [model.log_gain, model.log_igain]
+    others = [p for p in model.parameters() if all(p is not g for g in gain_params)]
+    # the per-level gains get a larger step: they must travel far (log units) and are few
+    return torch.optim.Adam(
+        [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}], lr=args.lr
+    )
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -105,6 +114,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--gain-lr-scale", type=float, default=10.0)
     ap.add_argument("--clip", type=float, default=50.0, help="gradient norm clipping")
+    ap.add_argument("--shortcut", action=argparse.BooleanOptionalAction, default=True,
+                    help="linear block-transform shortcut beside g_a/g_s (new runs only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=250)
@@ -123,19 +134,16 @@ def main(argv=None) -> None:
     val = [c.to(device) for c in center_crops([load(p) for p in val_files])]
 
     torch.manual_seed(args.seed)
-    model = ImageHyperprior(HyperpriorConfig())
-    gain_params = [model.log_gain, model.log_igain]
-    others = [p for p in model.parameters() if all(p is not g for g in gain_params)]
-    # the per-level gains get a larger step: they must travel far (log units) and are few
-    opt = torch.optim.Adam(
-        [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}], lr=args.lr
-    )
+    model = ImageHyperprior(HyperpriorConfig(shortcut=args.shortcut))
+    opt = make_optimizer(model, args)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     ckpt = args.out / "ckpt.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True, map_location="cpu")
-        model.load_state_dict(state["model"])
+        model = ImageHyperprior(HyperpriorConfig(**state["config"]))
+        model.load_state_dict(upgrade_state_dict(state["model"]))
+        opt = make_optimizer(model, args)
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])

@@ -22,7 +22,7 @@ import torch
 from safetensors.numpy import save_file
 
 from tokc.compress import entropy, intnet
-from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, upgrade_state_dict
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
 
 CODEC_ID = "tokc-image-v1"
@@ -35,7 +35,7 @@ Z_RADIUS = 48
 def load_checkpoint(path: Path) -> ImageHyperprior:
     state = torch.load(path, weights_only=True, map_location="cpu")
     model = ImageHyperprior(HyperpriorConfig(**state["config"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(upgrade_state_dict(state["model"]))
     return model.eval()
 
 

@@ -1,0 +1,204 @@
+"""`tokc bench`: benchmarks. `tokc bench rd` draws rate-distortion curves for registered codecs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from tokc.cli import main
+
+
+class _Fail(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parse_grids(values: tuple[str, ...], codecs: list[str], what: str) -> dict[str, list[float]]:
+    """'Q1,Q2,...' sets the grid of every codec; 'CODEC=Q1,Q2,...' of one codec."""
+    grids: dict[str, list[float]] = {}
+    for value in values:
+        codec, sep, numbers = value.rpartition("=")
+        targets = [codec] if sep else codecs
+        if sep and codec not in codecs:
+            raise _Fail(f"--{what} names {codec!r}, which is not in --codecs", 2)
+        try:
+            grid = [float(x) for x in numbers.split(",") if x.strip()]
+        except ValueError:
+            raise _Fail(f"--{what} {value!r}: expected numbers separated by commas", 2) from None
+        if not grid:
+            raise _Fail(f"--{what} {value!r} gives no values", 2)
+        for c in targets:
+            grids[c] = grid
+    return grids
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks."""
+
+
+@bench.command("rd")
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(path_type=Path),
+    help="Folder of images (png, jpg, ...) to benchmark.",
+)
+@click.option(
+    "--audio",
+    "audio_dir",
+    type=click.Path(path_type=Path),
+    help="Folder of audio clips (wav, flac, ogg) to benchmark.",
+)
+@click.option(
+    "--codecs",
+    required=True,
+    help="Comma-separated registered codecs, e.g. jpeg,webp,avif,jxl or opus,mp3.",
+)
+@click.option(
+    "--qualities",
+    multiple=True,
+    metavar="[CODEC=]Q1,Q2,...",
+    help="Image quality grid, for all codecs or one (repeatable); default per codec.",
+)
+@click.option(
+    "--bitrates",
+    multiple=True,
+    metavar="[CODEC=]KBPS1,KBPS2,...",
+    help="Audio bitrate grid in kbps, for all codecs or one (repeatable).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N files.")
+@click.option("--name", help="Report name (default: <folder>_<codecs>).")
+@click.option("--anchor", help="Reference codec of the BD-rate table (default: the first).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("benchmarks/results"),
+    show_default=True,
+    help="Folder for <name>.json, <name>.md, <name>.png.",
+)
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing report.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary line.")
+def rd(**options: object) -> None:
+    """Rate-distortion curves and BD-rate tables.
+
+    Runs registered codecs over a folder of images (--images) or audio clips (--audio)
+    and writes <name>.json, <name>.md and <name>.png under --out.
+    """
+    try:
+        _rd(**options)  # type: ignore[arg-type]
+    except _Fail as e:
+        click.echo(f"tokc: error: {e}", err=True)
+        sys.exit(e.code)
+    except Exception as e:  # a codec or metric failed: one line, no traceback
+        if os.environ.get("TOKC_DEBUG"):
+            raise
+        click.echo(f"tokc: error: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+
+
+def _rd(
+    images_dir: Path | None,
+    audio_dir: Path | None,
+    codecs: str,
+    qualities: tuple[str, ...],
+    bitrates: tuple[str, ...],
+    limit: int | None,
+    name: str | None,
+    anchor: str | None,
+    out: Path,
+    force: bool,
+    quiet: bool,
+) -> None:
+    from tokc.bench import rd as rdlib
+
+    if (images_dir is None) == (audio_dir is None):
+        raise _Fail("give exactly one of --images DIR or --audio DIR", 2)
+    kind = "image" if images_dir is not None else "audio"
+    noun = "images" if kind == "image" else "clips"
+    folder = images_dir if images_dir is not None else audio_dir
+    assert folder is not None
+    if not folder.is_dir():
+        raise _Fail(f"no such directory: {folder}", 2)
+
+    names = list(dict.fromkeys(c.strip() for c in codecs.split(",") if c.strip()))
+    if not names:
+        raise _Fail("--codecs is empty", 2)
+    if kind == "image":
+        from tokc.baselines.image import image_codec as lookup
+    else:
+        from tokc.baselines.audio import audio_codec as lookup
+    for c in names:
+        try:
+            lookup(c)
+        except ValueError as e:
+            raise _Fail(str(e), 2) from None
+    if anchor is not None and anchor not in names:
+        raise _Fail(f"--anchor {anchor!r} is not in --codecs", 2)
+    if (kind == "image" and bitrates) or (kind == "audio" and qualities):
+        raise _Fail("--qualities is for --images, --bitrates for --audio", 2)
+    grids = _parse_grids(qualities or bitrates, names, "qualities" if qualities else "bitrates")
+
+    suffixes = rdlib.IMAGE_SUFFIXES if kind == "image" else rdlib.AUDIO_SUFFIXES
+    files = rdlib.list_files(folder, suffixes, limit)
+    if not files:
+        raise _Fail(f"no {kind} files ({', '.join(suffixes)}) in {folder}", 1)
+    name = name or f"{folder.resolve().name}_{'_'.join(names)}"
+    if not force:
+        for suffix in (".json", ".md", ".png"):
+            if (out / f"{name}{suffix}").exists():
+                raise _Fail(f"{out / (name + suffix)} exists (use -f to overwrite)", 1)
+
+    if kind == "image":
+        grids = rdlib.image_grids(names, grids)
+    else:
+        import soundfile
+
+        grids = rdlib.audio_grids(names, soundfile.info(str(files[0])).samplerate, grids)
+    total = len(files) * sum(len(g) for g in grids.values())
+    show_bar = not quiet and sys.stderr.isatty()
+    bar = (
+        click.progressbar(length=total, label=f"rd {kind}", file=sys.stderr)
+        if show_bar
+        else contextlib.nullcontext()
+    )
+    with bar as b:
+        progress = b.update if show_bar else None
+        if kind == "image":
+            result = rdlib.run_image_rd(files, names, grids, progress)
+        else:
+            result = rdlib.run_audio_rd(files, names, grids, progress)
+    paths = rdlib.write_report(result, out, name, anchor, overwrite=force)
+    if not quiet:
+        click.echo(
+            f"tokc: {len(files)} {noun} x {len(names)} codecs in "
+            f"{result.runtime_s / 60:.1f} min -> {paths.json}, {paths.md.name}, "
+            f"{paths.png.name}",
+            err=True,
+        )
+
+
+@bench.command("compare")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
+@click.option("--codecs", default="jpeg,webp", show_default=True,
+              help="Classic codecs given tokc's byte budget.")
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+def compare_cmd(image: str, quality: float, codecs: str, backend: str) -> None:
+    """One image: tokc at -q, then each classic codec at the same size (the README demo)."""
+    from tokc.bench.compare import compare, format_rows
+    from tokc.compress.image import CodecError, as_image, split_alpha_gray
+
+    try:
+        rgb = split_alpha_gray(as_image(image))[0]
+        rows = compare(rgb, quality, [c for c in codecs.split(",") if c], backend)
+    except (CodecError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    h, w = rgb.shape[:2]
+    click.echo(f"{image}: {w}x{h}; classic codecs get the byte budget of the tokc file")
+    click.echo(format_rows(rows))
