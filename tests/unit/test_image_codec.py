@@ -130,3 +130,28 @@ def test_corrupt_and_foreign_files_fail_cleanly(tiny_codec, photo, tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(fmt.TokcFormatError):
             tiny_codec.decompress(b"TOKC")
+
+
+def test_shipped_onnx_export_matches_shipped_weights():
+    import hashlib
+    import json
+
+    side = json.loads(image.WEIGHTS.with_name(f"{image.CODEC_ID}.onnx.json").read_text())
+    assert side["weights_sha256"] == hashlib.sha256(image.WEIGHTS.read_bytes()).hexdigest(), \
+        "re-export: python -m tokc.export.onnx"
+    assert set(side["parts"]) == {"g_a", "h_a", "g_s"}
+
+
+def test_files_are_interchangeable_between_backends(photo):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    by = {b: image.ImageCodec(backend=b) for b in ("torch", "onnx")}
+    for enc, dec in (("torch", "onnx"), ("onnx", "torch")):
+        data = by[enc].compress(photo, quality=55).data
+        _, _, z1, q1, m1 = by[enc].decode_tokens(data)
+        _, _, z2, q2, m2 = by[dec].decode_tokens(data)
+        np.testing.assert_array_equal(z1, z2)
+        np.testing.assert_array_equal(q1, q2)
+        np.testing.assert_array_equal(m1, m2)
+        diff = np.abs(by[enc].decompress(data).astype(int) - by[dec].decompress(data))
+        assert diff.max() <= 2  # float differences in the synthesis only move pixels a little

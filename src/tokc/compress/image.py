@@ -142,17 +142,19 @@ class TorchTransforms:
 
 
 def get_transforms(weights: ImageWeights, backend: str = "auto"):
-    if backend in ("auto", "torch"):
-        try:
-            return TorchTransforms(weights)
-        except CodecError:
-            if backend == "torch":
-                raise
+    """auto: ONNX Runtime when the shipped export matches the weights (faster, no torch),
+    else PyTorch."""
+    if backend not in ("auto", "onnx", "torch"):
+        raise CodecError(f"unknown backend {backend!r} (auto, onnx, torch)")
     if backend in ("auto", "onnx"):
-        from tokc.runtimes import image_onnx  # the torch-free path (export issue)
+        from tokc.runtimes.image_onnx import OnnxTransforms
 
-        return image_onnx.OnnxTransforms(weights)
-    raise CodecError(f"unknown backend {backend!r} (auto, torch, onnx)")
+        try:
+            return OnnxTransforms(weights)
+        except (CodecError, ImportError):
+            if backend == "onnx":
+                raise
+    return TorchTransforms(weights)
 
 
 def tiled(fn, x: np.ndarray, r_in: int, r_out: int, tile: int = TILE, margin: int = MARGIN):
@@ -209,6 +211,10 @@ class ImageCodec:
     @cached_property
     def transforms(self):
         return get_transforms(self.weights, self.backend)
+
+    @cached_property
+    def _torch_transforms(self):  # for encoder-side refinement, whatever the backend
+        return TorchTransforms(self.weights)
 
     # -- shared by encoder and decoder: exact integer entropy parameters --
     def _entropy_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -331,8 +337,11 @@ class ImageCodec:
         hyper-latent (and so every probability table) held fixed. Needs torch."""
         if steps <= 0:
             return a
-        if not isinstance(self.transforms, TorchTransforms):
-            warnings.warn("effort > 1 needs the torch backend; encoding at effort 1")
+        try:
+            torch_transforms = self.transforms if isinstance(self.transforms, TorchTransforms) \
+                else self._torch_transforms
+        except CodecError:
+            warnings.warn("effort > 1 needs PyTorch; encoding at effort 1")
             return a
         if a.rgb.shape[0] * a.rgb.shape[1] > REFINE_MAX_PIXELS:
             warnings.warn("effort > 1 is limited to images of at most 4 MP; encoding at effort 1")
@@ -357,7 +366,7 @@ class ImageCodec:
         x = torch.from_numpy(a.rgb.transpose(2, 0, 1).astype(np.float32) / 255)
         y = torch.from_numpy(a.y).clone().requires_grad_()
         opt = torch.optim.Adam([y], lr=0.02)
-        g_s = self.transforms.model.g_s
+        g_s = torch_transforms.model.g_s
         for _ in range(steps):
             q = round_ste(y * g - mean)
             bits = -torch.log2(gaussian_likelihood(q, scale)).sum()
