@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 IMAGE ?= ../shared/data/images/kodak/kodim23.png
 Q ?= 75
 
-.PHONY: demo test test-slow bench-kodak lint clean
+.PHONY: demo test test-slow bench-kodak lint clean weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,3 +36,11 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Replace the shipped image weights with a training checkpoint: pack, re-export ONNX,
+# regenerate the golden values (then review and commit them with the model card).
+CKPT ?= runs/image_v2sc/ckpt.pt
+weights: $(VENV)/.installed
+	$(BIN)/python -m tokc.train.pack_image $(CKPT) -o src/tokc/weights/tokc-image-v1.safetensors
+	$(BIN)/python -m tokc.export.onnx
+	-TOKC_REGEN_GOLDEN=1 $(BIN)/python -m pytest -q tests/golden/test_shipped_image.py -k golden

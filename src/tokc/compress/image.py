@@ -33,6 +33,7 @@ TILE = 48  # latents per tile side (768 px)
 MARGIN = 4  # latents of context around each tile (64 px, more than the receptive field)
 REFINE_STEPS = (0, 5, 10, 20, 30, 45, 60, 80, 100)  # latent refinement steps per effort 1..9
 REFINE_MAX_PIXELS = 4 << 20
+REFINE_LR = 0.003
 
 
 class CodecError(ValueError):
@@ -365,17 +366,27 @@ class ImageCodec:
         h, wd = a.rgb.shape[:2]
         x = torch.from_numpy(a.rgb.transpose(2, 0, 1).astype(np.float32) / 255)
         y = torch.from_numpy(a.y).clone().requires_grad_()
-        opt = torch.optim.Adam([y], lr=0.02)
+        opt = torch.optim.Adam([y], lr=REFINE_LR)
+        noise = torch.Generator().manual_seed(0)  # same input, same file
         g_s = torch_transforms.model.g_s
-        for _ in range(steps):
-            q = round_ste(y * g - mean)
-            bits = -torch.log2(gaussian_likelihood(q, scale)).sum()
-            x_hat = g_s(((q + mean) * ig)[None])[0, :, :h, :wd]
-            loss = bits / (h * wd) + lam * 255**2 * (x_hat - x).square().mean()
+        best, best_y = float("inf"), a.y
+        # the forward pass rounds for real, so `loss` is the true cost of the current y:
+        # keep the best iterate, so refinement never ends worse than where it started
+        for _ in range(steps + 1):
+            r = y * g - mean
+            q = round_ste(r)
+            dist = lam * 255**2 * (g_s(((q + mean) * ig)[None])[0, :, :h, :wd] - x).square().mean()
+            with torch.no_grad():  # the true cost: rounded symbols
+                cost = -torch.log2(gaussian_likelihood(q, scale)).sum() / (h * wd) + dist
+            if cost.item() < best:
+                best, best_y = cost.item(), y.detach().numpy().copy()
+            # the gradient: rate of the noisy relaxation, as in training
+            noisy = r + torch.rand(r.shape, generator=noise) - 0.5
+            loss = -torch.log2(gaussian_likelihood(noisy, scale)).sum() / (h * wd) + dist
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return Analysed(a.rgb, y.detach().numpy(), a.z, a.mean, a.log_scale_q)
+        return Analysed(a.rgb, best_y, a.z, a.mean, a.log_scale_q)
 
     def psnr_at(self, a: Analysed, level_milli: int) -> float:
         from tokc.metrics.image import psnr as _psnr
