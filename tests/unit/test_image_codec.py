@@ -8,7 +8,6 @@ import pytest
 
 from tokc import format as fmt
 from tokc.compress import image
-from tokc.metrics.image import psnr
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 200, 3), (65, 67, 3), (37, 50), (40, 30, 4)])

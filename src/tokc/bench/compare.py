@@ -32,7 +32,7 @@ def compare(
     from tokc.metrics.image import ms_ssim, ms_ssim_db, psnr
 
     codec = default_codec(backend)
-    codec.transforms  # load the model before timing
+    _ = codec.transforms  # load the model before timing
     h, w = rgb.shape[:2]
     t = time.perf_counter()
     res = codec.compress(rgb, quality=quality)

@@ -202,3 +202,76 @@ def compare_cmd(image: str, quality: float, codecs: str, backend: str) -> None:
     h, w = rgb.shape[:2]
     click.echo(f"{image}: {w}x{h}; classic codecs get the byte budget of the tokc file")
     click.echo(format_rows(rows))
+
+
+@bench.command("latency")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--backends", "variants", default=None,
+              help="Comma-separated variants (default on cpu: torch,onnx-fp32,onnx-fp16,onnx-int8,"
+                   "compressai; on cuda: torch,torch-fp16,onnx-fp32,tensorrt-fp32,tensorrt-fp16,"
+                   "tensorrt-int8,compressai).")
+@click.option("-m", "--model", default="tokc-image-v1", show_default=True,
+              help="tokc-image-v1 or a weights file.")
+@click.option("--onnx-dir", type=click.Path(path_type=Path),
+              help="Folder of the exports (tokc export ... --precision P); default: beside the weights.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
+@click.option("--name", help="Report name (default: latency_<device>).")
+@click.option("--note", default="", help="A sentence for the report (e.g. what else ran on the machine).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing report.")
+@click.option("--quiet", is_flag=True, help="No progress or summary lines.")
+def latency_cmd(**options: object) -> None:
+    """Encode/decode latency and MP/s per backend and precision, CompressAI beside (one run).
+
+    Writes <name>.json and <name>.md under --out and prints the table."""
+    try:
+        _latency(**options)  # type: ignore[arg-type]
+    except _Fail as e:
+        click.echo(f"tokc: error: {e}", err=True)
+        sys.exit(e.code)
+    except Exception as e:  # one line, no traceback
+        if os.environ.get("TOKC_DEBUG"):
+            raise
+        click.echo(f"tokc: error: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+
+
+def _latency(image: Path, variants: str | None, model: str, onnx_dir: Path | None, device: str,
+             threads: int, warmup: int, repeats: int, quality: float, name: str | None,
+             note: str, out: Path, force: bool, quiet: bool) -> None:
+    from tokc.bench import latency as lat
+    from tokc.compress.image import CODEC_ID, CodecError
+
+    if not image.is_file():
+        raise _Fail(f"{image}: no such file", 2)
+    if model != CODEC_ID and not Path(model).is_file():
+        raise _Fail(f"unknown model {model!r} ({CODEC_ID}, or a weights file)", 2)
+    if onnx_dir is not None and not onnx_dir.is_dir():
+        raise _Fail(f"--onnx-dir {onnx_dir}: no such directory", 2)
+    default = lat.GPU_VARIANTS if device == "cuda" else lat.CPU_VARIANTS
+    names = list(dict.fromkeys(v.strip() for v in (variants or ",".join(default)).split(",") if v.strip()))
+    unknown = [v for v in names if v not in lat.KNOWN]
+    if not names or unknown:
+        raise _Fail(f"unknown variant(s) {', '.join(unknown) or '(none given)'} "
+                    f"(known: {', '.join(lat.KNOWN)})", 2)
+    name = name or f"latency_{device}"
+    if not force:
+        for suffix in (".json", ".md"):
+            if (out / f"{name}{suffix}").exists():
+                raise _Fail(f"{out / (name + suffix)} exists (use -f to overwrite)", 1)
+    log = None if quiet else (lambda msg: click.echo(f"tokc: {msg}", err=True))
+    try:
+        res = lat.run_latency(image, names, None if model == CODEC_ID else Path(model), onnx_dir,
+                              device, threads, warmup, repeats, quality, note, log)
+    except CodecError as e:
+        raise _Fail(str(e), 1) from None
+    if not res.rows:
+        raise _Fail("no variant could run: " + "; ".join(f"{k}: {v}" for k, v in res.skipped.items()), 1)
+    js, md = lat.write_report(res, out, name)
+    if not quiet:
+        click.echo(lat.to_markdown(res))
+        click.echo(f"tokc: {len(res.rows)} variants, {repeats} rounds -> {js}, {md.name}", err=True)

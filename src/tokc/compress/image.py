@@ -118,7 +118,7 @@ class TorchTransforms:
         try:
             import torch
         except ImportError:
-            raise CodecError("the torch backend needs PyTorch: pip install 'tokc-codec[torch]'")
+            raise CodecError("the torch backend needs PyTorch: pip install 'tokc-codec[torch]'") from None
         from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
 
         self.torch = torch

@@ -5,7 +5,7 @@ bisect on integers, so they take about log2(levels*1000) ~ 13 probes."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def largest_fitting(size_at: Callable[[int], int], budget: int, top: int) -> int | None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, upgrade_state_dict, klt_init
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, klt_init, upgrade_state_dict
 
 TRAIN_DIRS = ("wikipedia_photos", "urban100", "sun_hays80", "debian_wallpapers")
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared/data/images/train"

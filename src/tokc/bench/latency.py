@@ -1,0 +1,352 @@
+"""`tokc bench latency`: encode/decode latency and throughput of tokc-image-v1 per backend and
+precision, side by side with CompressAI's bmshj2018-hyperprior, in one run.
+
+Every variant is loaded first, warmed up, then timed in interleaved rounds (round r times
+every variant once), so that load from other processes hits all of them alike; the report
+gives the median (and min) over rounds. Encode = ImageCodec.compress (effort 1: analysis,
+hyper-analysis, integer entropy parameters, ANS); decode = ImageCodec.decompress (ANS, integer
+entropy parameters, synthesis). Runs on CPU here and unchanged on a GPU (--device cuda).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CPU_VARIANTS = ("torch", "onnx-fp32", "onnx-fp16", "onnx-int8", "compressai")
+GPU_VARIANTS = ("torch", "torch-fp16", "onnx-fp32", "tensorrt-fp32", "tensorrt-fp16",
+                "tensorrt-int8", "compressai")
+KNOWN = ("torch", "torch-fp16", "onnx-fp32", "onnx-fp16", "onnx-int8", "tensorrt-fp32",
+         "tensorrt-fp16", "tensorrt-int8", "compressai")
+COMPRESSAI_QUALITY = 3  # bmshj2018-hyperprior N=128, M=192 (random weights: timing only)
+
+
+class Skip(Exception):
+    """A variant that cannot run here; the reason goes into the report."""
+
+
+@dataclass(frozen=True)
+class Row:
+    variant: str
+    backend: str
+    precision: str
+    device: str
+    encode_ms: float
+    decode_ms: float
+    encode_min_ms: float
+    decode_min_ms: float
+    encode_mps: float
+    decode_mps: float
+    nbytes: int | None  # this variant's own file
+    psnr: float | None  # own encode + own decode, vs the input
+    max_pixel_diff: int | None  # this decoder vs the reference decoder on the same file
+    decode_x_torch: float | None = None  # decode speedup over torch eager fp32
+    decode_x_compressai: float | None = None
+    synthesis_ms: float | None = None  # the float synthesis alone, inside decode
+    synthesis_x_torch: float | None = None
+    encode_times_ms: list = field(default_factory=list)
+    decode_times_ms: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    image: str
+    width: int
+    height: int
+    quality: float
+    device: str
+    threads: int
+    warmup: int
+    repeats: int
+    reference: str | None  # the decoder max_pixel_diff is measured against
+    rows: list
+    skipped: dict  # variant -> reason
+    environment: dict
+    note: str
+
+
+def _median_ms(times: list[float]) -> float:
+    return 1000 * statistics.median(times)
+
+
+# --- variants ------------------------------------------------------------------------------------
+
+
+class TokcVariant:
+    def __init__(self, name: str, weights, onnx_dir: Path, device: str, threads: int):
+        from tokc.compress.image import ImageCodec
+        from tokc.runtimes.base import (
+            ImageTransforms,
+            RuntimeUnavailable,
+            load_image_transforms,
+            read_export,
+            sidecar_name,
+        )
+
+        backend, _, precision = name.partition("-")
+        precision = precision or "fp32"
+        side = onnx_dir / sidecar_name("tokc-image-v1", precision)
+        try:
+            if backend == "torch":  # the PyTorch modules themselves: no export needed
+                from tokc.runtimes.torch import TorchRuntime
+
+                transforms = ImageTransforms({
+                    p: TorchRuntime.from_weights(weights.path, p, device, precision, threads)
+                    for p in ("g_a", "h_a", "g_s")
+                })
+            elif not side.exists():
+                raise Skip(f"no {precision} export in {onnx_dir} "
+                           f"(tokc export tokc-image-v1 -o {onnx_dir} --precision {precision})")
+            else:
+                exp = read_export(side)
+                if exp.weights_sha256 != hashlib.sha256(Path(weights.path).read_bytes()).hexdigest():
+                    raise Skip(f"the {precision} export in {onnx_dir} was made from other weights")
+                transforms = load_image_transforms(exp, backend, device, threads)
+        except (RuntimeUnavailable, ImportError) as e:
+            raise Skip(str(e)) from None
+        self.name, self.backend, self.precision, self.device = name, backend, precision, device
+        self.codec = ImageCodec(weights, backend="torch")
+        self.codec.transforms = _Timed(transforms)  # cached_property: the instance attribute wins
+        self.data = None
+        self.synthesis_s = 0.0  # of the last decode
+
+    def encode(self, rgb, quality):
+        self.data = self.codec.compress(rgb, quality=quality).data
+        return self.data
+
+    def decode(self, data=None):
+        self.codec.transforms.seconds = 0.0
+        out = self.codec.decompress(self.data if data is None else data)
+        self.synthesis_s = self.codec.transforms.seconds
+        return out
+
+
+class _Timed:
+    """The transforms, with the time spent in synthesis added up."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.seconds = inner, inner.name, 0.0
+
+    def analysis(self, x):
+        return self.inner.analysis(x)
+
+    def hyper_analysis(self, y):
+        return self.inner.hyper_analysis(y)
+
+    def synthesis(self, y_hat):
+        t = time.perf_counter()
+        out = self.inner.synthesis(y_hat)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def _import_compressai():
+    """compressai 1.2.8 imports torchvision, torch_geometric and pandas at import time, for its
+    dataset and transform registries only; bmshj2018-hyperprior needs none of them. When they
+    are missing, stand-ins for those registry modules let the model import."""
+    try:
+        from compressai.zoo import bmshj2018_hyperprior
+        return bmshj2018_hyperprior
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "compressai":
+            raise
+    for key in [k for k in sys.modules if k == "compressai" or k.startswith("compressai.")]:
+        del sys.modules[key]
+    for name in ("compressai.datasets", "compressai.transforms"):
+        sys.modules[name] = types.ModuleType(name)
+    for name in ("torchvision", "torch_geometric"):
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
+            parent, child = types.ModuleType(name), types.ModuleType(f"{name}.transforms")
+            parent.transforms = child
+            sys.modules[name], sys.modules[f"{name}.transforms"] = parent, child
+    from compressai.zoo import bmshj2018_hyperprior
+
+    return bmshj2018_hyperprior
+
+
+class CompressAIVariant:
+    backend, precision = "compressai", "fp32"
+
+    def __init__(self, device: str):
+        try:
+            import torch
+
+            hyperprior = _import_compressai()
+        except ImportError as e:
+            raise Skip(f"compressai is not importable ({e}); pip install --no-deps compressai einops") from None
+        if device == "cuda" and not torch.cuda.is_available():
+            raise Skip("torch here has no CUDA device")
+        self.torch, self.name, self.device = torch, "compressai", device
+        self.net = hyperprior(quality=COMPRESSAI_QUALITY, pretrained=False).eval().to(device)
+        self.net.update(force=True)
+        self.out = None
+
+    def encode(self, rgb, quality):
+        torch = self.torch
+        h, w = rgb.shape[:2]
+        x = np.pad(rgb, ((0, -h % 64), (0, -w % 64), (0, 0)), mode="edge")
+        x = torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32) / 255).to(self.device)
+        with torch.inference_mode():
+            self.out = self.net.compress(x)
+        return b"".join(s[0] for s in self.out["strings"])
+
+    def decode(self, data=None):
+        with self.torch.inference_mode():
+            x_hat = self.net.decompress(self.out["strings"], self.out["shape"])["x_hat"]
+        return x_hat.cpu().numpy()
+
+
+def _sync(device: str) -> None:
+    if device == "cuda" and "torch" in sys.modules:
+        sys.modules["torch"].cuda.synchronize()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def environment(threads: int) -> dict:
+    env = {"python": platform.python_version(), "machine": platform.machine(),
+           "processor": platform.processor() or None, "cpus": os.cpu_count(), "threads": threads}
+    for mod in ("numpy", "onnxruntime", "torch", "compressai", "tensorrt"):
+        if mod in sys.modules:
+            env[mod] = getattr(sys.modules[mod], "__version__", None)
+    return env
+
+
+def run_latency(image: Path, variants: list[str], weights_path: Path | None = None,
+                onnx_dir: Path | None = None, device: str = "cpu", threads: int = 2,
+                warmup: int = 1, repeats: int = 5, quality: float = 75, note: str = "",
+                log=None) -> LatencyResult:
+    from tokc.compress.image import ImageWeights, as_image, split_alpha_gray
+    from tokc.metrics.image import psnr
+
+    log = log or (lambda msg: None)
+    weights = ImageWeights(weights_path) if weights_path else ImageWeights()
+    onnx_dir = Path(onnx_dir) if onnx_dir else Path(weights.path).parent
+    rgb = split_alpha_gray(as_image(image))[0]
+    h, w = rgb.shape[:2]
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        torch.set_num_threads(threads)  # torch eager and CompressAI
+    loaded, skipped = {}, {}
+    for name in variants:
+        try:
+            loaded[name] = CompressAIVariant(device) if name == "compressai" else \
+                TokcVariant(name, weights, onnx_dir, device, threads)
+        except Skip as e:
+            skipped[name] = str(e)
+            log(f"skip {name}: {e}")
+    times = {name: ([], [], []) for name in loaded}
+    for r in range(-warmup, repeats):
+        for name, v in loaded.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            v.encode(rgb, quality)
+            _sync(device)
+            t1 = time.perf_counter()
+            v.decode()
+            _sync(device)
+            t2 = time.perf_counter()
+            if r >= 0:
+                times[name][0].append(t1 - t0)
+                times[name][1].append(t2 - t1)
+                times[name][2].append(getattr(v, "synthesis_s", None))
+        log(f"round {r + 1 if r >= 0 else 'warm-up'}/{repeats} done")
+    tokc_names = [n for n in loaded if n != "compressai"]
+    reference = next((n for n in ("torch", "onnx-fp32") if n in loaded), tokc_names[0] if tokc_names else None)
+    mp = w * h / 1e6
+    base = {n: _median_ms(times[n][1]) for n in ("torch", "compressai") if n in loaded}
+    synth = {n: _median_ms(t[2]) for n, t in times.items() if n != "compressai"}
+    rows = []
+    for name, v in loaded.items():
+        enc, dec, _ = times[name]
+        nbytes = quality_psnr = diff = None
+        if name != "compressai":
+            nbytes = len(v.data)
+            own = v.decode()
+            quality_psnr = round(float(psnr(rgb, own)), 3)
+            diff = int(np.abs(loaded[reference].decode(v.data).astype(int) - own).max())
+        dec_ms = _median_ms(dec)
+        rows.append(Row(
+            name, v.backend, v.precision, device,
+            round(_median_ms(enc), 2), round(dec_ms, 2),
+            round(1000 * min(enc), 2), round(1000 * min(dec), 2),
+            round(mp / statistics.median(enc), 3), round(mp / statistics.median(dec), 3),
+            nbytes, quality_psnr, diff,
+            decode_x_torch=round(base["torch"] / dec_ms, 2) if "torch" in base else None,
+            decode_x_compressai=round(base["compressai"] / dec_ms, 2) if "compressai" in base else None,
+            synthesis_ms=round(synth[name], 2) if name in synth else None,
+            synthesis_x_torch=round(synth["torch"] / synth[name], 2)
+            if name in synth and "torch" in synth else None,
+            encode_times_ms=[round(1000 * t, 2) for t in enc],
+            decode_times_ms=[round(1000 * t, 2) for t in dec],
+        ))
+    return LatencyResult(str(image), w, h, quality, device, threads, warmup, repeats, reference,
+                         rows, skipped, environment(threads), note)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _fmt(x, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def to_markdown(res: LatencyResult) -> str:
+    lines = [
+        f"# tokc bench latency: {Path(res.image).name} ({res.width}×{res.height}), {res.device}, "
+        f"{res.threads} threads",
+        "",
+        f"Median of {res.repeats} interleaved rounds after {res.warmup} warm-up round(s); "
+        f"tokc at -q {res.quality:g}, effort 1. Encode and decode are whole-file: transforms, "
+        "integer entropy parameters and ANS coding. Speedups are decode-median ratios measured "
+        "in this same run. `synthesis`: the float synthesis g_s alone, inside decode (the rest "
+        "of decode, ANS and the integer hyper-synthesis in numpy, is the same on every backend). "
+        "`max px diff`: this decoder against the "
+        f"{res.reference} decoder on the same file.",
+        "",
+    ]
+    if res.note:
+        lines += [f"**Note.** {res.note}", ""]
+    lines += [
+        "| variant | encode ms | decode ms | encode MP/s | decode MP/s | decode × torch | "
+        "decode × CompressAI | synthesis ms | synthesis × torch | bytes | PSNR dB | max px diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res.rows:
+        lines.append(
+            f"| {r.variant} | {r.encode_ms:.1f} | {r.decode_ms:.1f} | {r.encode_mps:.2f} | "
+            f"{r.decode_mps:.2f} | {_fmt(r.decode_x_torch, '.2f')} | "
+            f"{_fmt(r.decode_x_compressai, '.2f')} | {_fmt(r.synthesis_ms, '.1f')} | "
+            f"{_fmt(r.synthesis_x_torch, '.2f')} | {_fmt(r.nbytes, 'd')} | "
+            f"{_fmt(r.psnr, '.2f')} | {_fmt(r.max_pixel_diff, 'd')} |"
+        )
+    if any(r.variant == "compressai" for r in res.rows):
+        lines += ["", f"CompressAI: bmshj2018-hyperprior quality {COMPRESSAI_QUALITY} (N=128, M=192), "
+                  "random weights (timing only: its bytes and PSNR mean nothing), "
+                  "compress()/decompress() with its own ANS coder, PyTorch eager."]
+    if res.skipped:
+        lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in res.skipped.items()]
+    env = ", ".join(f"{k} {v}" for k, v in res.environment.items() if v is not None)
+    lines += ["", f"Environment: {env}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(res: LatencyResult, out: Path, name: str) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / f"{name}.json", out / f"{name}.md"
+    js.write_text(json.dumps(asdict(res), indent=1) + "\n")
+    md.write_text(to_markdown(res))
+    return js, md

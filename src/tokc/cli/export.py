@@ -1,0 +1,106 @@
+"""`tokc export MODEL -o DIR [--precision fp32|fp16|int8] [--opset N]`: ONNX graphs of a
+model's float parts plus a JSON sidecar, each part validated against PyTorch at a new shape."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from tokc.cli import main
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class UsageFailure(click.UsageError):
+    """Bad input: one line, exit 2."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"tokc: error: {self.format_message()}", err=True)
+
+
+class Failure(click.ClickException):
+    """The export failed: one line, exit 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"tokc: error: {self.format_message()}", err=True)
+
+
+class OneLineCommand(click.Command):
+    """click's own usage errors (bad --precision, missing argument) as one line too."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            if isinstance(e, UsageFailure):
+                raise
+            raise UsageFailure(e.format_message(), e.ctx) from None
+
+
+def resolve_weights(model: str) -> Path:
+    from tokc.compress.image import CODEC_ID, WEIGHTS
+
+    if model == CODEC_ID:
+        return WEIGHTS
+    if Path(model).is_file():
+        return Path(model)
+    raise UsageFailure(f"unknown model {model!r} ({CODEC_ID}, or a weights file)")
+
+
+@main.command("export", cls=OneLineCommand)
+@click.argument("model")
+@click.option("-o", "--output", "out_dir", required=True, metavar="DIR", help="Folder for the graphs and the sidecar.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True,
+              help="ONNX opset (the dynamo exporter needs 18 or later).")
+@click.option("--calib", metavar="DIR", help="int8: folder of training images to calibrate on (never Kodak).")
+@click.option("--int8-scheme", type=click.Choice(["u8s8", "s8s8"]), default="u8s8", show_default=True,
+              help="int8: u8s8 is fast on ONNX Runtime CPU; s8s8 (symmetric) is what TensorRT needs.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar on stdout.")
+@click.option("--quiet", is_flag=True, help="No summary line.")
+def export_cmd(model, out_dir, precision, opset, calib, int8_scheme, force, as_json, quiet):
+    """Export MODEL (tokc-image-v1 or a weights file) to ONNX in DIR."""
+    weights = resolve_weights(model)
+    if precision == "int8" and not calib:
+        raise UsageFailure("--precision int8 needs --calib DIR (training images to calibrate on)")
+    if calib and not Path(calib).is_dir():
+        raise UsageFailure(f"--calib {calib}: no such directory")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise Failure(f"export needs PyTorch, onnx and onnxscript ({e.name} is missing): "
+                      "pip install torch==2.13.0 && pip install 'tokc-codec[torch]'") from None
+    from tokc.compress.image import CODEC_ID
+    from tokc.export import onnx as onnx_export
+    from tokc.runtimes.base import part_file_name, sidecar_name
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageFailure(f"{out} is not a directory")
+    names = [part_file_name(CODEC_ID, p, precision) for p in onnx_export.PARTS]
+    names.append(sidecar_name(CODEC_ID, precision))
+    if not force:
+        for name in names:
+            if (out / name).exists():
+                raise Failure(f"{out / name} exists (use -f to overwrite)")
+    try:
+        side = onnx_export.export_image(weights, out, opset, precision,
+                                        Path(calib) if calib else None, int8_scheme)
+    except onnx_export.ExportError as e:
+        raise Failure(f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # the exporter or a bad weights file: one line, no traceback
+        if os.environ.get("TOKC_DEBUG"):
+            raise
+        raise Failure(f"{type(e).__name__}: {e}") from None
+    if as_json:
+        click.echo(json.dumps(side, indent=1))
+    if not quiet:
+        errs = ", ".join(f"{p} {v['max_abs_err']:.2g}" for p, v in side["parts"].items())
+        click.echo(f"tokc: {CODEC_ID} {precision} -> {out}/ (max abs error vs PyTorch at new "
+                   f"shapes: {errs})", err=True)

@@ -1,0 +1,222 @@
+"""One interface over the inference backends: load a model part, run named inputs to named
+outputs, on a device, at a precision.
+
+    from tokc.runtimes import base
+    g_s = base.load(folder / "tokc-image-v1.onnx.json", "g_s", backend="onnx", threads=2)
+    x_hat = g_s.run({"y_hat": y_hat})["x_hat"]
+
+Backends: `onnx` (ort.py, ONNX Runtime, imports no torch), `torch` (torch.py, the PyTorch
+modules the export was traced from) and `tensorrt` (trt.py, engines built from the ONNX files).
+What a part is comes from the export's JSON sidecar (written by tokc.export.onnx); this module
+reads it with the standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("onnx", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The backend (or the device, or the precision) is not available here; the message says why."""
+
+
+class RuntimeInputError(ValueError):
+    """Inputs that do not match the part: wrong names, dtype or rank."""
+
+
+def sidecar_name(codec: str, precision: str = "fp32") -> str:
+    """tokc-image-v1.onnx.json for fp32 (the shipped files), tokc-image-v1.<precision>.onnx.json
+    otherwise."""
+    return f"{codec}.onnx.json" if precision == "fp32" else f"{codec}.{precision}.onnx.json"
+
+
+def part_file_name(codec: str, part: str, precision: str = "fp32") -> str:
+    return f"{codec}.{part}.onnx" if precision == "fp32" else f"{codec}.{part}.{precision}.onnx"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One exported graph, as its sidecar entry describes it."""
+
+    name: str  # "g_a", "h_a", "g_s"
+    path: Path  # the .onnx file
+    input: str
+    output: str
+    channels: int  # input channels
+    input_shape: tuple  # e.g. ("batch", 3, "16*height", "16*width")
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export's JSON sidecar: which weights, which precision, which parts."""
+
+    path: Path
+    codec: str
+    precision: str
+    weights_sha256: str
+    weights_file: str | None
+    opset: int
+    int8_scheme: str | None
+    parts: dict  # name -> Part
+
+
+def read_export(path: Path) -> Export:
+    """Read a sidecar (a .onnx.json file)."""
+    path = Path(path)
+    try:
+        side = json.loads(path.read_text())
+        parts = {
+            name: Part(
+                name, path.parent / spec["file"], spec["input"], spec["output"],
+                int(spec["validated_shape"][1]),
+                tuple(spec.get("input_shape") or ("batch", spec["validated_shape"][1], "height", "width")),
+            )
+            for name, spec in side["parts"].items()
+        }
+        return Export(path, side["codec"], side.get("precision", "fp32"), side["weights_sha256"],
+                      side.get("weights_file"), int(side["opset"]), side.get("int8_scheme"), parts)
+    except FileNotFoundError:
+        raise RuntimeUnavailable(f"no export sidecar {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise RuntimeUnavailable(f"{path} is not an export sidecar: {e}") from None
+
+
+class Runtime(ABC):
+    """A loaded model part. run() takes and returns float32 numpy arrays by name, whatever the
+    precision inside."""
+
+    backend: str = ""
+
+    def __init__(self, input_names, output_names, device: str, precision: str):
+        self.input_names = tuple(input_names)
+        self.output_names = tuple(output_names)
+        self.device = device
+        self.precision = precision
+
+    @abstractmethod
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if set(inputs) != set(self.input_names):
+            raise RuntimeInputError(
+                f"inputs {sorted(inputs)} do not match the model's {list(self.input_names)}"
+            )
+        feed = {}
+        for name, value in inputs.items():
+            arr = np.ascontiguousarray(value, dtype=np.float32)
+            if arr.ndim != 4:
+                raise RuntimeInputError(f"input {name!r} must be (batch, channels, height, width), got {arr.shape}")
+            feed[name] = arr
+        return self._run(feed)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.backend} {self.device} {self.precision} "
+                f"{list(self.input_names)} -> {list(self.output_names)}>")
+
+
+def backend_available(backend: str, device: str = "cpu") -> bool:
+    """Whether `load` would find the backend's library (and device) here."""
+    import importlib.util
+
+    if backend == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            return False
+        if device == "cpu":
+            return True
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if backend == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return False
+        if device == "cpu":
+            return True
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "tensorrt":
+        return device == "cuda" and importlib.util.find_spec("tensorrt") is not None
+    raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+
+
+def pick_backend(device: str = "cpu") -> str:
+    """auto: TensorRT on a GPU where it is installed, else ONNX Runtime, else PyTorch."""
+    order = ("tensorrt", "onnx", "torch") if device == "cuda" else ("onnx", "torch")
+    for backend in order:
+        if backend_available(backend, device):
+            return backend
+    raise RuntimeUnavailable(
+        f"no backend for device {device!r}: install onnxruntime (CPU), onnxruntime-gpu or "
+        "TensorRT (CUDA), or torch"
+    )
+
+
+def load(sidecar: Path | Export, part: str, backend: str = "auto", device: str = "cpu",
+         threads: int | None = None, weights: Path | None = None, **options) -> Runtime:
+    """Load one part of an export with a backend. `weights` (torch only) defaults to the
+    weights file named in the sidecar, beside it; options go to the backend (TensorRT:
+    cache_dir, profile)."""
+    exp = sidecar if isinstance(sidecar, Export) else read_export(sidecar)
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r} ({', '.join(DEVICES)})")
+    if part not in exp.parts:
+        raise ValueError(f"{exp.path} has no part {part!r} ({', '.join(exp.parts)})")
+    if backend == "auto":
+        backend = pick_backend(device)
+    spec = exp.parts[part]
+    if backend == "onnx":
+        from tokc.runtimes.ort import OrtRuntime
+
+        return OrtRuntime(spec.path, device=device, precision=exp.precision, threads=threads)
+    if backend == "torch":
+        from tokc.runtimes.torch import TorchRuntime
+
+        weights = Path(weights) if weights else exp.path.parent / (exp.weights_file or f"{exp.codec}.safetensors")
+        return TorchRuntime.from_weights(weights, part, device=device, precision=exp.precision,
+                                         threads=threads, expected_sha256=exp.weights_sha256)
+    if backend == "tensorrt":
+        from tokc.runtimes.trt import TensorRTRuntime
+
+        return TensorRTRuntime.from_part(spec, exp, device=device, **options)
+    raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)}, auto)")
+
+
+class ImageTransforms:
+    """g_a, h_a, g_s through three Runtimes: what tokc.compress.image.ImageCodec.transforms
+    needs (analysis, hyper_analysis, synthesis on one (C, H, W) array)."""
+
+    def __init__(self, runtimes: Mapping[str, Runtime], name: str | None = None):
+        self.runtimes = dict(runtimes)
+        first = next(iter(self.runtimes.values()))
+        self.name = name or first.backend
+        self.device, self.precision = first.device, first.precision
+
+    def _run(self, part: str, x: np.ndarray) -> np.ndarray:
+        rt = self.runtimes[part]
+        return rt.run({rt.input_names[0]: x[None]})[rt.output_names[0]][0]
+
+    def analysis(self, x):
+        return self._run("g_a", x)
+
+    def hyper_analysis(self, y):
+        return self._run("h_a", y)
+
+    def synthesis(self, y_hat):
+        return self._run("g_s", y_hat)
+
+
+def load_image_transforms(sidecar: Path | Export, backend: str = "auto", device: str = "cpu",
+                          threads: int | None = None, **options) -> ImageTransforms:
+    exp = sidecar if isinstance(sidecar, Export) else read_export(sidecar)
+    runtimes = {p: load(exp, p, backend, device, threads, **options) for p in ("g_a", "h_a", "g_s")}
+    return ImageTransforms(runtimes)

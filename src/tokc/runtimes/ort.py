@@ -1,0 +1,45 @@
+"""ONNX Runtime backend. Imports no torch (tests check it in a fresh interpreter): this is
+what the core install runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tokc.runtimes.base import Runtime, RuntimeUnavailable
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"],
+             "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class OrtRuntime(Runtime):
+    backend = "onnx"
+
+    def __init__(self, path: Path, device: str = "cpu", precision: str = "fp32",
+                 threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable("the onnx backend needs onnxruntime: pip install onnxruntime") from None
+        path = Path(path)
+        if not path.is_file():
+            raise RuntimeUnavailable(f"no ONNX file {path}")
+        if device not in PROVIDERS:
+            raise ValueError(f"unknown device {device!r} (cpu, cuda)")
+        if PROVIDERS[device][0] not in ort.get_available_providers():
+            raise RuntimeUnavailable(
+                f"onnxruntime here has no {PROVIDERS[device][0]} (pip install onnxruntime-gpu)"
+            )
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), opts, providers=PROVIDERS[device])
+        super().__init__([i.name for i in self.session.get_inputs()],
+                         [o.name for o in self.session.get_outputs()], device, precision)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(list(self.output_names), inputs)
+        return {name: np.asarray(out, dtype=np.float32) for name, out in zip(self.output_names, outs, strict=True)}
