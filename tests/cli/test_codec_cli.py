@@ -91,3 +91,13 @@ def test_gray_and_rgba_files(tmp_path, photo, tiny_weights):
         back = Image.open(tmp_path / f"{p.stem}.out.png")
         assert back.mode == mode
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.out.png"))[:, :, 3], alpha)
+
+
+def test_tensorrt_backend_without_tensorrt_is_a_clear_error(png):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    r = run("compress", png, "--backend", "tensorrt")
+    assert r.exit_code == 1 and "tensorrt backend is unavailable" in r.stderr
+    assert not png.with_suffix(".tokc").exists()

@@ -86,7 +86,7 @@ def _warn(quiet: bool):
 @click.option("-e", "--effort", type=click.IntRange(1, 9), default=1, show_default=True,
               help="Encoder effort: higher spends more time for fewer bytes at the same quality.")
 @click.option("-m", "--model", default="tokc-image-v1", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
@@ -134,7 +134,7 @@ def compress(input, output, quality, size, psnr, effort, model, backend, force, 
 @main.command()
 @click.argument("input", metavar="IN")
 @click.option("-o", "--output", metavar="OUT", help="Output image (default: IN with .png; - for PNG on stdout).")
-@click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
 @click.option("-m", "--model", default="tokc-image-v1", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")

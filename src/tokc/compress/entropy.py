@@ -69,6 +69,15 @@ class Tables:
         ]
 
 
+def _groups(table: np.ndarray):
+    """Positions sorted by table (stable: raster order within a table), and for each table
+    used, its (index, start, end) in that order. Symbols are coded table by table."""
+    order = np.argsort(table, kind="stable")
+    counts = np.bincount(table)
+    ends = np.cumsum(counts)
+    return order, [(k, int(ends[k] - counts[k]), int(ends[k])) for k in np.flatnonzero(counts)]
+
+
 def _zigzag_varints(values) -> bytes:
     out = bytearray()
     for v in values:
@@ -99,8 +108,9 @@ class Encoder:
         coder = constriction.stream.stack.AnsCoder()
         # ANS is a stack: push everything in reverse of the decoding order
         for tables, sym, table, _ in reversed(self._parts):
-            for k in np.unique(table)[::-1]:
-                coder.encode_reverse(sym[table == k], tables.models[k])
+            order, groups = _groups(table)
+            for k, lo, hi in reversed(groups):
+                coder.encode_reverse(sym[order[lo:hi]], tables.models[k])
         escapes = [v for part in self._parts for v in part[3]]
         return coder.get_compressed().astype("<u4").tobytes(), _zigzag_varints(escapes)
 
@@ -133,10 +143,10 @@ class Decoder:
         table = np.asarray(table, dtype=np.int64)
         flat = table.ravel()
         sym = np.empty(flat.shape, dtype=np.int64)
-        for k in np.unique(flat):
-            mask = flat == k
+        order, groups = _groups(flat)
+        for k, lo, hi in groups:
             try:
-                sym[mask] = self._coder.decode(tables.models[k], int(mask.sum()))
+                sym[order[lo:hi]] = self._coder.decode(tables.models[k], hi - lo)
             except Exception as e:
                 raise EntropyError(f"entropy-coded stream is invalid: {e}") from None
         off = tables.offsets[flat]

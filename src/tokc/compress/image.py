@@ -145,8 +145,18 @@ class TorchTransforms:
 def get_transforms(weights: ImageWeights, backend: str = "auto"):
     """auto: ONNX Runtime when the shipped export matches the weights (faster, no torch),
     else PyTorch."""
-    if backend not in ("auto", "onnx", "torch"):
-        raise CodecError(f"unknown backend {backend!r} (auto, onnx, torch)")
+    if backend not in ("auto", "onnx", "torch", "tensorrt"):
+        raise CodecError(f"unknown backend {backend!r} (auto, onnx, torch, tensorrt)")
+    if backend == "tensorrt":  # NVIDIA GPUs and Jetson: engines built from the shipped ONNX
+        from tokc.runtimes.base import load_image_transforms, read_export, sidecar_name
+
+        exp = read_export(Path(weights.path).parent / sidecar_name(CODEC_ID))
+        if exp.weights_sha256 != hashlib.sha256(Path(weights.path).read_bytes()).hexdigest():
+            raise CodecError("the shipped ONNX files were exported from other weights")
+        try:
+            return load_image_transforms(exp, "tensorrt", "cuda")
+        except (ImportError, RuntimeError) as e:
+            raise CodecError(f"the tensorrt backend is unavailable here: {e}") from None
     if backend in ("auto", "onnx"):
         from tokc.runtimes.image_onnx import OnnxTransforms
 
