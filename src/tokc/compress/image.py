@@ -34,6 +34,8 @@ MARGIN = 4  # latents of context around each tile (64 px, more than the receptiv
 REFINE_STEPS = (0, 5, 10, 20, 30, 45, 60, 80, 100)  # latent refinement steps per effort 1..9
 REFINE_MAX_PIXELS = 4 << 20
 REFINE_LR = 0.003
+LEVEL_MIN = -4000  # rate levels below the lowest trained one extrapolate its gains
+LEVEL_Q0 = -2000  # the level of -q 0
 
 
 class CodecError(ValueError):
@@ -95,13 +97,13 @@ class ImageWeights:
     # integer rate parameter: level in thousandths
     def log_gain_at(self, level_milli: int) -> np.ndarray:
         """Fixed-point log gains at a level, by exact integer interpolation."""
-        lo = min(level_milli // 1000, self.levels - 2)
+        lo = min(max(level_milli // 1000, 0), self.levels - 2)
         t = level_milli - 1000 * lo
         a, b = self.log_gain_q[lo], self.log_gain_q[lo + 1]
         return a + ((b - a) * t) // 1000
 
     def log_igain_at(self, level_milli: int) -> np.ndarray:
-        lo = min(level_milli // 1000, self.levels - 2)
+        lo = min(max(level_milli // 1000, 0), self.levels - 2)
         t = (level_milli - 1000 * lo) / 1000
         return self.log_igain[lo] * (1 - t) + self.log_igain[lo + 1] * t
 
@@ -193,14 +195,18 @@ def tiled(fn, x: np.ndarray, r_in: int, r_out: int, tile: int = TILE, margin: in
 
 
 def quality_to_level(quality: float, levels: int) -> int:
-    """-q 0..100 -> level in thousandths: linear, 0 -> lowest trained rate, 100 -> highest."""
+    """-q 0..100 -> rate level in thousandths, linear from LEVEL_Q0 (q 0) to the highest
+    trained level (q 100). Levels below 0 extrapolate the gains of the lowest trained level
+    (coarser steps than any trained level) to reach about 0.1 bpp."""
     if not 0 <= quality <= 100:
         raise CodecError(f"quality must be in 0..100, got {quality}")
-    return int(round(quality / 100 * (levels - 1) * 1000))
+    top = (levels - 1) * 1000
+    return int(round(LEVEL_Q0 + quality / 100 * (top - LEVEL_Q0)))
 
 
 def level_to_quality(level_milli: int, levels: int) -> float:
-    return level_milli / ((levels - 1) * 1000) * 100
+    top = (levels - 1) * 1000
+    return (level_milli - LEVEL_Q0) / (top - LEVEL_Q0) * 100
 
 
 @dataclass(frozen=True)
@@ -295,7 +301,7 @@ class ImageCodec:
         if "ans " not in by_tag:
             raise fmt.TokcFormatError("missing the 'ans ' chunk")
         level_milli = header.rate_dict().get("level_milli", -1)
-        if not 0 <= level_milli <= (self.weights.levels - 1) * 1000:
+        if not LEVEL_MIN <= level_milli <= (self.weights.levels - 1) * 1000:
             raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
         if header.channels not in (1, 3, 4):
             raise fmt.TokcFormatError(f"an image of {header.channels} channels")
@@ -322,12 +328,13 @@ class ImageCodec:
             raise CodecError(f"effort must be 1..9, got {effort}")
         top = (self.weights.levels - 1) * 1000
         if size is not None:
-            level_milli = ratecontrol.largest_fitting(lambda lv: len(self.pack(a, lv, channels, extra)), size, top)
+            level_milli = ratecontrol.largest_fitting(lambda lv: len(self.pack(a, lv, channels, extra)), size, LEVEL_MIN, top)
             if level_milli is None:
-                raise CodecError(f"no quality fits in {size} bytes (smallest file: {len(self.pack(a, 0, channels, extra))} bytes)")
+                smallest = len(self.pack(a, LEVEL_MIN, channels, extra))
+                raise CodecError(f"no quality fits in {size} bytes (smallest file: {smallest} bytes)")
         elif psnr is not None:
             level_milli = ratecontrol.smallest_reaching(
-                lambda lv: self.psnr_at(a, lv), psnr, top
+                lambda lv: self.psnr_at(a, lv), psnr, LEVEL_MIN, top
             )
             if level_milli is None:
                 level_milli = top
@@ -339,7 +346,7 @@ class ImageCodec:
             data = self.pack(a, level_milli, channels, extra)
         h, w = img.shape[:2]
         return EncodeResult(data, w, h, level_milli / 1000,
-                            level_to_quality(level_milli, self.weights.levels),
+                            min(100.0, max(0.0, level_to_quality(level_milli, self.weights.levels))),
                             8 * len(data) / (w * h))
 
     def refine(self, a: Analysed, level_milli: int, steps: int) -> Analysed:

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def largest_fitting(size_at: Callable[[int], int], budget: int, top: int) -> int | None:
-    """The largest level in 0..top whose output is at most `budget` bytes, or None."""
-    if size_at(0) > budget:
+def largest_fitting(size_at: Callable[[int], int], budget: int, bottom: int, top: int) -> int | None:
+    """The largest level in bottom..top whose output is at most `budget` bytes, or None."""
+    if size_at(bottom) > budget:
         return None
-    lo, hi = 0, top  # invariant: lo fits
+    lo, hi = bottom, top  # invariant: lo fits
     if size_at(hi) <= budget:
         return hi
     while hi - lo > 1:
@@ -25,13 +25,13 @@ def largest_fitting(size_at: Callable[[int], int], budget: int, top: int) -> int
 
 
 def smallest_reaching(
-    quality_at: Callable[[int], float], target: float, top: int, tolerance: int = 10
+    quality_at: Callable[[int], float], target: float, bottom: int, top: int, tolerance: int = 10
 ) -> int | None:
-    """The smallest level in 0..top whose quality reaches `target` (within `tolerance`
+    """The smallest level in bottom..top whose quality reaches `target` (within `tolerance`
     thousandths of a level), or None when even `top` does not."""
     if quality_at(top) < target:
         return None
-    lo, hi = 0, top  # invariant: hi reaches
+    lo, hi = bottom, top  # invariant: hi reaches
     if quality_at(lo) >= target:
         return lo
     while hi - lo > tolerance:
