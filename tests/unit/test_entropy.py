@@ -30,7 +30,7 @@ def test_roundtrip_with_escapes_and_two_parts():
     tables = entropy.Tables(freq, off)
     table = rng.integers(0, 3, size=(7, 9, 11))
     values = np.round(rng.normal(size=table.shape) * np.array([0.5, 2, 8])[table]).astype(np.int64)
-    values[0, 0, :3] = [1000, -5000, 123456789]  # escapes
+    values[0, 0, :3] = [1000, -5000, 1234567]  # escapes
     other = rng.integers(-3, 4, size=50)
     enc = entropy.Encoder()
     enc.add(tables, values, table)
@@ -55,3 +55,19 @@ def test_decoder_rejects_leftovers_and_bad_length():
         dec.finish()
     with pytest.raises(entropy.EntropyError):
         entropy.Decoder(stream[:-1], esc)
+
+
+def test_absurd_escape_values_are_refused():
+    freq, off = entropy.gaussian_tables([1.0])
+    tables = entropy.Tables(freq, off)
+    with pytest.raises(ValueError, match="cannot be coded"):
+        entropy.Encoder().add(tables, np.array([1 << 40]), np.zeros(1, int))
+    enc = entropy.Encoder()
+    enc.add(tables, np.array([100]), np.zeros(1, int))
+    stream, _ = enc.finish()
+    dec = entropy.Decoder(stream, entropy._zigzag_varints([1 << 40]))
+    with pytest.raises(entropy.EntropyError, match="out of range"):
+        dec.decode(tables, np.zeros(1, int))
+    from tokc.format import TokcFormatError
+
+    assert issubclass(entropy.EntropyError, TokcFormatError)  # the CLI reports it cleanly

@@ -16,10 +16,13 @@ import math
 import constriction
 import numpy as np
 
+from tokc.format import TokcFormatError
+
 PRECISION = 16
+MAX_ESCAPE = 1 << 24  # no latent gets near this; a larger escaped value means a corrupt file
 
 
-class EntropyError(ValueError):
+class EntropyError(TokcFormatError):
     """A coded stream that does not decode (corrupt, or made with other tables)."""
 
 
@@ -102,6 +105,8 @@ class Encoder:
         sym = values + off
         esc = (sym < 0) | (sym > 2 * off)
         sym[esc] = 2 * off[esc] + 1
+        if esc.any() and np.abs(values[esc]).max() > MAX_ESCAPE:
+            raise ValueError(f"a value beyond +-{MAX_ESCAPE} cannot be coded")
         self._parts.append((tables, sym.astype(np.int32), table, values[esc].tolist()))
 
     def finish(self) -> tuple[bytes, bytes]:
@@ -137,7 +142,10 @@ class Decoder:
             u |= (b & 0x7F) << shift
             shift += 7
             if b < 0x80:
-                return (u >> 1) ^ -(u & 1)
+                v = (u >> 1) ^ -(u & 1)
+                if abs(v) > MAX_ESCAPE:
+                    raise EntropyError(f"escaped value {v} is out of range (corrupt file?)")
+                return v
 
     def decode(self, tables: Tables, table: np.ndarray) -> np.ndarray:
         table = np.asarray(table, dtype=np.int64)
