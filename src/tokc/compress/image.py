@@ -465,7 +465,7 @@ def read_image(source, name: str | None = None) -> np.ndarray:
             if im.mode in ("1", "P") and not im.getpalette():
                 return np.asarray(im.convert("L"))
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
         raise CodecError(f"cannot read image {name}: {e}") from None
 
 

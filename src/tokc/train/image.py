@@ -71,7 +71,7 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
             y = model.g_a(x)
             z_hat = torch.round(model.h_a(y))
             mean, log_scale = model.entropy_params(z_hat)
-            lg, lig = model.gains(torch.tensor([lv]))
+            lg, lig = model.gains(torch.tensor([lv], device=x.device))
             g = lg.exp()
             scale = (log_scale + lg).exp().clamp_min(model.config.scale_min)
             q = torch.round(y * g - mean * g)
@@ -116,6 +116,8 @@ def main(argv=None) -> None:
     ap.add_argument("--clip", type=float, default=50.0, help="gradient norm clipping")
     ap.add_argument("--shortcut", action=argparse.BooleanOptionalAction, default=True,
                     help="linear block-transform shortcut beside g_a/g_s (new runs only)")
+    ap.add_argument("--n", type=int, default=64, help="transform width (new runs only)")
+    ap.add_argument("--m", type=int, default=96, help="latent channels (new runs only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=250)
@@ -134,26 +136,26 @@ def main(argv=None) -> None:
     val = [c.to(device) for c in center_crops([load(p) for p in val_files])]
 
     torch.manual_seed(args.seed)
-    model = ImageHyperprior(HyperpriorConfig(shortcut=args.shortcut))
-    opt = make_optimizer(model, args)
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     ckpt = args.out / "ckpt.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    state = torch.load(ckpt, weights_only=True, map_location="cpu") if ckpt.exists() else None
+    if state is not None:
         model = ImageHyperprior(HyperpriorConfig(**state["config"]))
         model.load_state_dict(upgrade_state_dict(state["model"]))
-        opt = make_optimizer(model, args)
+    else:
+        model = ImageHyperprior(HyperpriorConfig(n=args.n, m=args.m, shortcut=args.shortcut))
+        klt_init(model, images)
+    model.to(device)  # before the optimizer, so that its state lives on the same device
+    opt = make_optimizer(model, args)
+    if state is not None:
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         step = state["step"]
         print(f"resumed at step {step}", flush=True)
-    else:
-        klt_init(model, images)
     for grp in opt.param_groups:
         grp["lr"] = args.lr * grp.get("lr_scale", 1.0)
-    model.to(device)
 
     levels = model.config.levels
     t0 = time.time()
