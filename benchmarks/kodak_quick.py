@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tokc.compress.image import WEIGHTS, ImageCodec, ImageWeights, read_image
+from tokc.compress.image import WEIGHTS, ImageCodec, ImageWeights, quality_to_level, read_image
 from tokc.metrics.bdrate import bd_rate
 from tokc.metrics.image import ms_ssim, ms_ssim_db, psnr
 
@@ -33,7 +33,7 @@ for path in sorted(args.kodak.glob("*.png")):
     img = read_image(path)
     a = codec.analyse(img)
     for q in qs:
-        lv = int(round(q / 100 * (codec.weights.levels - 1) * 1000))
+        lv = quality_to_level(q, codec.weights.levels)
         data = codec.pack(a, lv, 3)
         out = codec.decompress(data)
         rows[q].append((8 * len(data) / img.shape[0] / img.shape[1], psnr(img, out),
