@@ -16,15 +16,6 @@ from tokc.models import load_pretrained  # noqa: E402
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The fixtures were recorded with 1 thread; on a busy machine 1 thread is also far faster."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 EXPECTED_ARCH = {
     "one_d_piece": "one-d-piece",
     "titok_vq_nonlegacy": "titok-vq",

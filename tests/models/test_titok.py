@@ -15,15 +15,6 @@ from tokc.models.vit import ViTSize, vit_size  # noqa: E402
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The fixtures were recorded with 1 thread; on a busy machine 1 thread is also far faster."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 ODP = FIXTURES / "one_d_piece"
 TVQ = FIXTURES / "titok_vq_nonlegacy"
 

@@ -28,7 +28,6 @@ def io():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(1)
     return wt.load(FIX, arch="wavtokenizer")
 
 

@@ -27,7 +27,6 @@ def io():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(1)
     return wetok.load(FIX, arch="wetok")
 
 
