@@ -118,6 +118,10 @@ def main(argv=None) -> None:
                     help="linear block-transform shortcut beside g_a/g_s (new runs only)")
     ap.add_argument("--n", type=int, default=64, help="transform width (new runs only)")
     ap.add_argument("--m", type=int, default=96, help="latent channels (new runs only)")
+    ap.add_argument("--init-from", type=Path, help="model-only .safetensors to start from "
+                    "(python -m tokc.train.image --export-resume writes one)")
+    ap.add_argument("--export-resume", type=Path, metavar="FILE",
+                    help="write the run's model (fp32) and step to FILE and exit")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=250)
@@ -143,6 +147,16 @@ def main(argv=None) -> None:
     if state is not None:
         model = ImageHyperprior(HyperpriorConfig(**state["config"]))
         model.load_state_dict(upgrade_state_dict(state["model"]))
+    elif args.init_from:  # a committed model-only checkpoint: weights and step, fresh Adam
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(args.init_from), framework="pt") as f:
+            meta = json.loads(f.metadata()["tokc_train"])
+        model = ImageHyperprior(HyperpriorConfig(**meta["config"]))
+        model.load_state_dict(load_file(str(args.init_from)))
+        step = int(meta["step"])
+        print(f"initialised from {args.init_from} (step {step})", flush=True)
     else:
         model = ImageHyperprior(HyperpriorConfig(n=args.n, m=args.m, shortcut=args.shortcut))
         klt_init(model, images)
@@ -156,6 +170,14 @@ def main(argv=None) -> None:
         print(f"resumed at step {step}", flush=True)
     for grp in opt.param_groups:
         grp["lr"] = args.lr * grp.get("lr_scale", 1.0)
+    if args.export_resume:
+        from safetensors.torch import save_file
+
+        meta = {"config": model.config.to_dict(), "step": step}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(args.export_resume), metadata={"tokc_train": json.dumps(meta)})
+        print(f"wrote {args.export_resume} (step {step})", flush=True)
+        return
 
     levels = model.config.levels
     t0 = time.time()
