@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tokc.baselines.image import bisect_to_size
+from tokc.baselines.registry import Registry
 
 # encode(audio, sample_rate, kbps) returns bytes, or (bytes, decoded audio);
 # decode(bytes, sample_rate) returns the audio resampled to sample_rate.
@@ -57,7 +58,7 @@ class CompressedAudio:
         return 8.0 * len(self.data) * self.sample_rate / self.decoded.shape[0] / 1000.0
 
 
-_CODECS: dict[str, AudioCodec] = {}
+_CODECS: Registry[AudioCodec] = Registry("audio")
 
 
 def register_audio_codec(
@@ -71,21 +72,13 @@ def register_audio_codec(
     replace: bool = False,
 ) -> AudioCodec:
     """Add a codec under `name`; refuses to shadow an existing name unless replace=True."""
-    if name in _CODECS and not replace:
-        raise ValueError(f"audio codec {name!r} is already registered (pass replace=True)")
-    codec = AudioCodec(
+    return _CODECS.add(name, AudioCodec(
         name, encode, decode, tuple(float(b) for b in bitrates), bitrate_choices, settings
-    )
-    _CODECS[name] = codec
-    return codec
+    ), replace)
 
 
 def audio_codec(name: str) -> AudioCodec:
-    try:
-        return _CODECS[name]
-    except KeyError:
-        known = ", ".join(sorted(_CODECS))
-        raise ValueError(f"unknown audio codec {name!r} (known: {known})") from None
+    return _CODECS.lookup(name)
 
 
 def audio_codec_names() -> tuple[str, ...]:

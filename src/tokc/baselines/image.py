@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tokc.baselines.registry import Registry
+
 T = TypeVar("T")
 
 # encode(image, quality) returns the bytes, or (bytes, decoded image) when the codec
@@ -49,7 +51,7 @@ class CompressedImage:
         return 8.0 * len(self.data) / (self.decoded.shape[0] * self.decoded.shape[1])
 
 
-_CODECS: dict[str, ImageCodec] = {}
+_CODECS: Registry[ImageCodec] = Registry("image")
 
 
 def register_image_codec(
@@ -63,26 +65,18 @@ def register_image_codec(
     replace: bool = False,
 ) -> ImageCodec:
     """Add a codec under `name`; refuses to shadow an existing name unless replace=True."""
-    if name in _CODECS and not replace:
-        raise ValueError(f"image codec {name!r} is already registered (pass replace=True)")
-    codec = ImageCodec(
+    return _CODECS.add(name, ImageCodec(
         name,
         encode,
         decode,
         tuple(float(q) for q in qualities),
         tuple(sorted(float(q) for q in budget_qualities)),
         settings,
-    )
-    _CODECS[name] = codec
-    return codec
+    ), replace)
 
 
 def image_codec(name: str) -> ImageCodec:
-    try:
-        return _CODECS[name]
-    except KeyError:
-        known = ", ".join(sorted(_CODECS))
-        raise ValueError(f"unknown image codec {name!r} (known: {known})") from None
+    return _CODECS.lookup(name)
 
 
 def image_codec_names() -> tuple[str, ...]:
