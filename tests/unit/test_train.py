@@ -28,3 +28,36 @@ def test_train_resumes_from_its_checkpoint(tmp_path):
     assert [r["step"] for r in log] == [2, 4]
     assert all(np.isfinite(r["loss"]) and "val" in r for r in log)
     assert (out / "ckpt.pt").exists() and not (out / "ckpt.tmp").exists()
+
+
+def test_widen_latents_keeps_the_trained_channels():
+    import torch
+
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, widen_latents
+
+    torch.manual_seed(0)
+    model = ImageHyperprior(HyperpriorConfig(n=8, m=12, shortcut=True)).eval()
+    for p in model.parameters():  # a "trained" model: no zero weights anywhere
+        p.data.add_(0.01 * torch.randn_like(p))
+    images = [torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8) for _ in range(4)]
+    wide = widen_latents(model, 20, images, patches=2000).eval()
+    assert wide.config.m == 20 and model.config.m == 12
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y, y_w = model.g_a(x), wide.g_a(x)
+        assert torch.allclose(y_w[:, :12], y, atol=1e-6)
+        z = torch.round(model.h_a(y))
+        assert torch.equal(torch.round(wide.h_a(y_w)), z)  # new channels enter h_a with zero weight
+        (mean, ls), (mean_w, ls_w) = model.entropy_params(z), wide.entropy_params(z)
+        assert torch.allclose(mean_w[:, :12], mean, atol=1e-6)
+        assert torch.allclose(ls_w[:, :12], ls, atol=1e-6)
+        assert torch.all(mean_w[:, 12:] == 0)
+        y_hat = torch.cat([y, torch.zeros(1, 8, 4, 4)], 1)  # new channels at zero: the old image
+        assert torch.allclose(wide.g_s(y_hat), model.g_s(y), atol=1e-5)
+        # the new block rows are orthonormal and orthogonal to the old ones
+        rows = wide.g_a.block.weight.reshape(20, -1)
+        gram = rows[12:] @ rows[12:].T
+        assert torch.allclose(gram, torch.eye(8), atol=1e-4)
+        assert (rows[12:] @ rows[:12].T).abs().max() < 1e-4
+    with pytest.raises(ValueError):
+        widen_latents(model, 12, images)

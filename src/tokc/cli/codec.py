@@ -3,6 +3,10 @@
 `-` means stdin/stdout; existing outputs are refused without -f; outputs go to a temporary
 file that is renamed into place, so a failure never leaves a half-written file; one summary
 line on stderr; exit 0 ok, 1 failure, 2 usage.
+
+`-m one-d-piece --checkpoint PATH [--tokens K]` codes the image as a prefix of K One-D-Piece
+tokens (codec one-d-piece-v1, tokc.compress.tokens); `tokc decompress FILE --checkpoint PATH`
+decodes such a file with the same checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tokc.cli import main
 from tokc.compress import image as image_codec
 
 ERRORS = (image_codec.CodecError, fmt.TokcFormatError, OSError)
+TOKEN_MODELS = ("one-d-piece",)
 
 
 class Failure(click.ClickException):
@@ -31,6 +36,13 @@ class Failure(click.ClickException):
 
     def show(self, file=None) -> None:
         click.echo(f"tokc: error: {self.message}", err=True)
+
+
+class Usage(click.UsageError):
+    """A one-line 'tokc: error: ...' and exit code 2."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"tokc: error: {self.format_message()}", err=True)
 
 
 def _read_input(path: str) -> bytes:
@@ -85,21 +97,39 @@ def _warn(quiet: bool):
 @click.option("--psnr", type=float, metavar="DB", help="Smallest file reaching this PSNR (dB).")
 @click.option("-e", "--effort", type=click.IntRange(1, 9), default=1, show_default=True,
               help="Encoder effort: higher spends more time for fewer bytes at the same quality.")
-@click.option("-m", "--model", default="tokc-image-v1", show_default=True)
+@click.option("-m", "--model", default="tokc-image-v1", show_default=True,
+              help="tokc-image-v1, a weights file, or one-d-piece (with --checkpoint).")
+@click.option("--checkpoint", metavar="PATH", help="-m one-d-piece: the checkpoint folder or weights file.")
+@click.option("--tokens", type=int, default=None, metavar="K",
+              help="-m one-d-piece: code the first K tokens (default: all of them).")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also decode and report PSNR.")
-def compress(input, output, quality, size, psnr, effort, model, backend, force, as_json, quiet, verbose):
+def compress(input, output, quality, size, psnr, effort, model, checkpoint, tokens, backend, force,
+             as_json, quiet, verbose):
     """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, RGB or RGBA) to a .tokc file."""
     if sum(x is not None for x in (quality, size, psnr)) > 1:
         raise click.UsageError("give at most one of -q, --size, --psnr")
+    if model in TOKEN_MODELS:
+        if quality is not None or size is not None or psnr is not None or effort != 1:
+            raise Usage(f"-m {model} sets the rate with --tokens, not -q/--size/--psnr/-e")
+        if checkpoint is None:
+            raise Usage(f"-m {model} needs --checkpoint PATH")
+        if backend not in ("auto", "torch"):
+            raise Usage(f"-m {model} runs on PyTorch (--backend auto or torch)")
+        if tokens is not None and tokens < 1:
+            raise Usage(f"--tokens {tokens}: must be at least 1")
+    elif checkpoint is not None or tokens is not None:
+        raise Usage("--checkpoint and --tokens go with -m one-d-piece")
     if output is None:
         output = "-" if input == "-" else str(Path(input).with_suffix(".tokc"))
     if output != "-" and Path(output).exists() and not force:
         raise Failure(f"{output} exists (use -f to overwrite)")
     _warn(quiet)
+    if model in TOKEN_MODELS:
+        return _compress_tokens(input, output, checkpoint, tokens, force, as_json, quiet, verbose)
     t0 = time.perf_counter()
     try:
         raw = _read_input(input)
@@ -136,9 +166,10 @@ def compress(input, output, quality, size, psnr, effort, model, backend, force, 
 @click.option("-o", "--output", metavar="OUT", help="Output image (default: IN with .png; - for PNG on stdout).")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
 @click.option("-m", "--model", default="tokc-image-v1", show_default=True)
+@click.option("--checkpoint", metavar="PATH", help="The One-D-Piece checkpoint a one-d-piece-v1 file was made with.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
-def decompress(input, output, backend, model, force, quiet):
+def decompress(input, output, backend, model, checkpoint, force, quiet):
     """Decompress a .tokc file to an image (PNG by default; the extension picks the format)."""
     from PIL import Image
 
@@ -149,7 +180,8 @@ def decompress(input, output, backend, model, force, quiet):
     t0 = time.perf_counter()
     try:
         data = _read_input(input)
-        pixels = _codec(model, backend).decompress(data)
+        pixels = _token_decompress(data, checkpoint) if _is_token_file(data, checkpoint) \
+            else _codec(model, backend).decompress(data)
         buf = io.BytesIO()
         suffix = "png" if output == "-" else Path(output).suffix.lower().lstrip(".")
         kind = {"png": "PNG", "ppm": "PPM", "pgm": "PPM", "pnm": "PPM", "tif": "TIFF",
@@ -164,3 +196,76 @@ def decompress(input, output, backend, model, force, quiet):
     if not quiet:
         h, w = pixels.shape[:2]
         click.echo(f"{input} -> {output}: {w}x{h}, {time.perf_counter() - t0:.2f} s", err=True)
+
+
+# -- one-d-piece-v1: a prefix of One-D-Piece tokens (tokc.compress.tokens) -------------------------
+def _token_codec(checkpoint: str):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise Failure("-m one-d-piece needs PyTorch: pip install torch==2.13.0 && "
+                      "pip install 'tokc-codec[torch]'") from None
+    from tokc.compress import tokens as token_codec
+    from tokc.models.checkpoints import CheckpointError
+
+    if not Path(checkpoint).exists():
+        raise Usage(f"--checkpoint {checkpoint}: no such file or folder")
+    try:
+        return token_codec.OneDPieceCodec(checkpoint)
+    except (CheckpointError, token_codec.TokenCodecError, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Failure(f"{checkpoint}: {msg}") from None
+
+
+def _compress_tokens(input, output, checkpoint, tokens, force, as_json, quiet, verbose) -> None:
+    from tokc.compress.tokens import TokenCodecError
+
+    t0 = time.perf_counter()
+    codec = _token_codec(checkpoint)
+    if tokens is not None and tokens > codec.num_tokens:
+        raise Usage(f"--tokens {tokens}: this model codes 1..{codec.num_tokens} tokens")
+    try:
+        raw = _read_input(input)
+        img = image_codec.as_image(image_codec.read_image(io.BytesIO(raw), input))
+        res = codec.compress(img, tokens=tokens)
+        elapsed = time.perf_counter() - t0
+        measured = None
+        if verbose:
+            from tokc.metrics.image import psnr as psnr_of
+
+            measured = psnr_of(img, codec.decompress(res.data))
+        _write_output(output, res.data, force)
+    except (*ERRORS, TokenCodecError) as e:
+        raise Failure(str(e)) from None
+    summary = {
+        "input": input, "output": output, "bytes": len(res.data), "bpp": round(res.bpp, 4),
+        "width": res.width, "height": res.height, "tokens": res.num_tokens, "bits_per_token": res.bits,
+        "psnr": None if measured is None else round(measured, 3), "seconds": round(elapsed, 3),
+    }
+    if as_json:
+        click.echo(json.dumps(summary), err=output == "-")
+    elif not quiet:
+        extra = f", PSNR {measured:.2f} dB" if measured is not None else ""
+        click.echo(f"{input} -> {output}: {len(res.data)} bytes, {res.bpp:.3f} bpp, "
+                   f"{res.num_tokens} tokens x {res.bits} bits{extra}, {elapsed:.2f} s", err=True)
+
+
+def _is_token_file(data: bytes, checkpoint: str | None) -> bool:
+    from tokc.compress.tokens import CODEC_ID
+
+    try:
+        codec_id = fmt.read_header(data).codec
+    except fmt.TokcFormatError:
+        codec_id = None  # the image codec reports the error
+    if codec_id == CODEC_ID:
+        if checkpoint is None:
+            raise Usage(f"a {CODEC_ID} file: give --checkpoint PATH (the One-D-Piece "
+                                   "checkpoint it was made with)")
+        return True
+    if checkpoint is not None and codec_id is not None:
+        raise Failure(f"--checkpoint is for {CODEC_ID} files; this is a {codec_id} file")
+    return False
+
+
+def _token_decompress(data: bytes, checkpoint: str) -> np.ndarray:
+    return _token_codec(checkpoint).decompress(data)

@@ -1,5 +1,8 @@
 """`tokc export MODEL -o DIR [--precision fp32|fp16|int8] [--opset N]`: ONNX graphs of a
-model's float parts plus a JSON sidecar, each part validated against PyTorch at a new shape."""
+model's float parts plus a JSON sidecar, each part validated against PyTorch at a new shape.
+
+`tokc export --arch {one-d-piece,titok-vq,wavtokenizer,wetok} --checkpoint PATH -o DIR`: the
+encoder and decoder graphs of a published tokenizer checkpoint (tokc.export.tokenizers)."""
 
 from __future__ import annotations
 
@@ -40,6 +43,16 @@ class OneLineCommand(click.Command):
             raise UsageFailure(e.format_message(), e.ctx) from None
 
 
+def _need_torch() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise Failure(f"export needs PyTorch, onnx and onnxscript ({e.name} is missing): "
+                      "pip install torch==2.13.0 && pip install 'tokc-codec[torch]'") from None
+
+
 def resolve_weights(model: str) -> Path:
     from tokc.compress.image import CODEC_ID, WEIGHTS
 
@@ -50,9 +63,17 @@ def resolve_weights(model: str) -> Path:
     raise UsageFailure(f"unknown model {model!r} ({CODEC_ID}, or a weights file)")
 
 
+TOKENIZER_ARCHS = ("one-d-piece", "titok-vq", "wavtokenizer", "wetok")
+
+
 @main.command("export", cls=OneLineCommand)
-@click.argument("model")
-@click.option("-o", "--output", "out_dir", required=True, metavar="DIR", help="Folder for the graphs and the sidecar.")
+@click.argument("model", required=False)
+@click.option("--arch", type=click.Choice(TOKENIZER_ARCHS), default=None,
+              help="Export a published tokenizer checkpoint (with --checkpoint) instead of MODEL.")
+@click.option("--checkpoint", metavar="PATH", help="--arch: checkpoint folder (config.json + weights) or weights file.")
+@click.option("--token-axis", type=click.Choice(["dynamic", "masked"]), default="dynamic", show_default=True,
+              help="one-d-piece decoder: a dynamic token axis, or N slots plus num_tokens (static shape).")
+@click.option("-o", "--output", "out_dir", metavar="DIR", help="Folder for the graphs and the sidecar (required).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--opset", type=click.IntRange(min=18), default=18, show_default=True,
               help="ONNX opset (the dynamo exporter needs 18 or later).")
@@ -62,20 +83,29 @@ def resolve_weights(model: str) -> Path:
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
-def export_cmd(model, out_dir, precision, opset, calib, int8_scheme, force, as_json, quiet):
-    """Export MODEL (tokc-image-v1 or a weights file) to ONNX in DIR."""
+def export_cmd(model, arch, checkpoint, token_axis, out_dir, precision, opset, calib, int8_scheme,
+               force, as_json, quiet):
+    """Export MODEL (tokc-image-v1 or a weights file), or --arch ARCH --checkpoint PATH, to ONNX in DIR."""
+    if model is None and arch is None and checkpoint is None:
+        raise UsageFailure("Missing argument 'MODEL' (tokc-image-v1 or a weights file), or --arch with --checkpoint.")
+    if out_dir is None:
+        raise UsageFailure("Missing option '-o' / '--output'.")
+    if arch is not None or checkpoint is not None:
+        if model is not None:
+            raise UsageFailure("give either MODEL or --arch with --checkpoint, not both")
+        if arch is None or checkpoint is None:
+            raise UsageFailure("--arch and --checkpoint go together")
+        if precision != "fp32" or calib:
+            raise UsageFailure("--arch exports fp32 only (no --precision / --calib)")
+        if token_axis != "dynamic" and arch != "one-d-piece":
+            raise UsageFailure("--token-axis applies to --arch one-d-piece only")
+        return export_tokenizer(arch, checkpoint, token_axis, out_dir, opset, force, as_json, quiet)
     weights = resolve_weights(model)
     if precision == "int8" and not calib:
         raise UsageFailure("--precision int8 needs --calib DIR (training images to calibrate on)")
     if calib and not Path(calib).is_dir():
         raise UsageFailure(f"--calib {calib}: no such directory")
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as e:
-        raise Failure(f"export needs PyTorch, onnx and onnxscript ({e.name} is missing): "
-                      "pip install torch==2.13.0 && pip install 'tokc-codec[torch]'") from None
+    _need_torch()
     from tokc.compress.image import CODEC_ID
     from tokc.export import onnx as onnx_export
     from tokc.runtimes.base import part_file_name, sidecar_name
@@ -103,4 +133,36 @@ def export_cmd(model, out_dir, precision, opset, calib, int8_scheme, force, as_j
     if not quiet:
         errs = ", ".join(f"{p} {v['max_abs_err']:.2g}" for p, v in side["parts"].items())
         click.echo(f"tokc: {CODEC_ID} {precision} -> {out}/ (max abs error vs PyTorch at new "
+                   f"shapes: {errs})", err=True)
+
+
+def export_tokenizer(arch, checkpoint, token_axis, out_dir, opset, force, as_json, quiet) -> None:
+    """`tokc export --arch ARCH --checkpoint PATH -o DIR`: see tokc.export.tokenizers."""
+    if not Path(checkpoint).exists():
+        raise UsageFailure(f"--checkpoint {checkpoint}: no such file or folder")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageFailure(f"{out} is not a directory")
+    _need_torch()
+    from tokc.export import tokenizers
+    from tokc.models.checkpoints import CheckpointError
+
+    if not force:
+        for name in tokenizers.file_names(arch):
+            if (out / name).exists():
+                raise Failure(f"{out / name} exists (use -f to overwrite)")
+    try:
+        side = tokenizers.export_tokenizer(arch, checkpoint, out, opset, token_axis)
+    except (tokenizers.TokenizerExportError, CheckpointError) as e:
+        raise Failure(f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # the exporter or a checkpoint of another arch: one line, no traceback
+        if os.environ.get("TOKC_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise Failure(f"{type(e).__name__}: {msg}") from None
+    if as_json:
+        click.echo(json.dumps(side, indent=1))
+    if not quiet:
+        errs = ", ".join(f"{k} {v:.2g}" for k, v in tokenizers.max_errors(side).items())
+        click.echo(f"tokc: {arch} -> {out}/ (tokens equal; max abs error vs PyTorch at new "
                    f"shapes: {errs})", err=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tokc.export import subpixel
 from tokc.runtimes.base import PRECISIONS, part_file_name, sidecar_name
 
 OPSET = 18
@@ -271,7 +272,8 @@ def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precisio
             cin = cin or m
             path = Path(tmp) / part_file_name(CODEC_ID, part, precision)
             fp32 = path if precision == "fp32" else Path(tmp) / f"{part}.traced.onnx"
-            trace(module, part, cin, fp32, opset)
+            # transposed convs as sub-pixel convs (exact; checked against `module` below)
+            trace(subpixel.deployable(module), part, cin, fp32, opset)
             if precision == "fp16":
                 to_fp16(fp32, path)
             elif precision == "int8":

@@ -35,6 +35,8 @@ ARCHS: dict[str, str] = {
     "titok-vq": "tokc.models.titok:load",
     "wavtokenizer": "tokc.models.wavtokenizer:load",
     "wetok": "tokc.models.wetok:load",
+    "gpstoken": "tokc.models.gpstoken:load",
+    "flextok": "tokc.models.flextok:load",
 }
 
 WEIGHT_NAMES = (
@@ -204,12 +206,18 @@ def load_state_dict_into(model, state: dict, source: str = "checkpoint") -> None
 
 # -- architecture detection and dispatch --------------------------------------------------------
 def detect_arch(config: dict) -> str:
-    """The arch name for an official config dict (TiTok/One-D-Piece, WavTokenizer, WeTok)."""
+    """The arch name for an official config dict (TiTok/One-D-Piece, WavTokenizer, WeTok,
+    GPSToken, FlexTok)."""
     if not isinstance(config, dict):
         raise CheckpointError("config is not a JSON object")
     for key in ("tokc_arch", "arch"):
         if isinstance(config.get(key), str) and config[key] in ARCHS:
             return config[key]
+    model_section = config.get("model")
+    if "gpsconfig" in config or (isinstance(model_section, dict) and "gpsconfig" in model_section):
+        return "gpstoken"
+    if _looks_like_flextok(config):
+        return "flextok"
     text = json.dumps(config).lower()
     if "lfq_inference_config" in config or "lfqgan" in text or "wetok" in text:
         return "wetok"
@@ -228,6 +236,15 @@ def detect_arch(config: dict) -> str:
     raise CheckpointError(
         "cannot detect the architecture from config.json; pass arch= one of " + ", ".join(ARCHS)
     )
+
+
+def _looks_like_flextok(config: dict) -> bool:
+    """FlexTok's hub config / safetensors metadata: vae, encoder, decoder, regularizer sections,
+    or a ``_target_`` naming a flextok class (only read as a string, never imported)."""
+    if {"vae", "encoder", "decoder", "regularizer"} <= set(config):
+        return True
+    target = config.get("_target_")
+    return isinstance(target, str) and "flextok" in target.lower()
 
 
 def load_pretrained(path: str | Path, arch: str | None = None):

@@ -284,3 +284,77 @@ def klt_init(model: ImageHyperprior, images: list[torch.Tensor], patches: int = 
         for layer in (model.g_a.layers[-1], model.g_s.layers[-1]):
             layer.weight.zero_()
             layer.bias.zero_()
+
+
+@torch.no_grad()
+def widen_latents(model: ImageHyperprior, m: int, images: list[torch.Tensor],
+                  patches: int = 50_000) -> ImageHyperprior:
+    """A copy of a trained shortcut model with m latent channels instead of config.m.
+
+    The old channels keep their weights; each new channel starts as one more block-KLT
+    coefficient (the next principal component of 16x16 blocks, orthogonalised against the
+    trained block filters) coded through the shortcut alone: zero weights in the nonlinear
+    paths, a zero mean, a constant scale of the coefficient's spread, and the mean of the old
+    channels' gains per level. A model saturating at the rank of its latents (a 96-coefficient
+    block transform bounds PSNR at about 27.6 dB on the training images, 192 at 32.5 dB)
+    then goes on training from where it was."""
+    old, cfg = model.config.m, model.config
+    if not cfg.shortcut or m <= old:
+        raise ValueError("widen_latents needs a shortcut model and m > config.m")
+    new = ImageHyperprior(HyperpriorConfig(**{**cfg.to_dict(), "m": m}))
+    src = model.state_dict()
+    dst = new.state_dict()
+    k = m - old
+    for t in dst.values():  # zero first, then copy the old slices in place
+        t.zero_()
+    for name, w in src.items():
+        d = dst[name]
+        if name == "h_s.2.0.weight" or name == "h_s.2.0.bias":  # SubpixelUp(n, m): 4m outputs
+            d[: w.shape[0]] = w
+        elif name.startswith("h_s.4."):  # final conv: m means then m log-scales, m inputs
+            if w.dim() == 4:
+                d[:old, :old] = w[:old]
+                d[m : m + old, :old] = w[old:]
+            else:
+                d[:old] = w[:old]
+                d[m : m + old] = w[old:]
+        elif name in ("log_gain", "log_igain"):
+            d[:, :old] = w
+            d[:, old:] = w.mean(1, keepdim=True)
+        else:
+            d[tuple(slice(0, s) for s in w.shape)] = w
+    # the new block-KLT rows, orthogonal to the trained analysis rows
+    mu, basis = _klt(images, 16, patches, stride=8)
+    trained = src["g_a.block.weight"].reshape(old, -1).double()
+    q, _ = torch.linalg.qr(trained.T)  # orthonormal basis of the trained rows' span
+    cand = basis.double()
+    cand = cand - (cand @ q) @ q.T
+    norms = cand.norm(dim=1)
+    picked = []
+    for i in norms.argsort(descending=True).tolist()[: 4 * k]:
+        v = cand[i]
+        for p in picked:
+            v = v - (v @ p) * p
+        if v.norm() > 0.5 * norms[i]:
+            picked.append(v / v.norm())
+        if len(picked) == k:
+            break
+    b = torch.stack(picked).float()
+    dst["g_a.block.weight"][old:] = b.view(k, 3, 16, 16)
+    dst["g_a.block.bias"][old:] = -(b @ mu)
+    dst["g_s.block.weight"][old:] = b.view(k, 3, 16, 16)
+    # spread of each new coefficient on the patches -> its initial log-scale
+    spread = _patch_std(images, b, mu)
+    dst["h_s.4.bias"][m + old :] = spread.clamp_min(1e-3).log()
+    new.load_state_dict(dst)
+    return new
+
+
+def _patch_std(images: list[torch.Tensor], rows: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    coefs = []
+    for img in images[:200]:
+        u = F.unfold(img[None].float() / 255, 16, stride=16)[0]
+        idx = torch.randint(u.shape[1], (min(64, u.shape[1]),), generator=gen)
+        coefs.append(rows @ (u[:, idx] - mu[:, None]))
+    return torch.cat(coefs, 1).std(1)

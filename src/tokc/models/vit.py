@@ -65,14 +65,16 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, W)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, W); bias: an optional additive key bias (B, 1, 1, L), e.g. a mask."""
         b, n, w = x.shape
         h = self.heads
         d = w // h
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.reshape(b, n, 3, h, d).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        att = torch.matmul(q * (1.0 / math.sqrt(d)), k.transpose(-2, -1)).softmax(dim=-1)
+        att = torch.matmul(q * (1.0 / math.sqrt(d)), k.transpose(-2, -1))
+        att = (att if bias is None else att + bias).softmax(dim=-1)
         out = torch.matmul(att, v).transpose(1, 2).reshape(b, n, w)
         return self.out_proj(out)
 

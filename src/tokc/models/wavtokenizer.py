@@ -76,7 +76,9 @@ class SConv1d(nn.Module):
         right = total // 2
         left = total - right
         num = length - self.k_eff + total
-        n_frames = -(-num // self.stride) + 1  # ceil(num / stride) + 1
+        # ceil(num / stride) + 1, written with a non-negative numerator (num + stride - 1 =
+        # length - 1): ONNX integer Div truncates, so -(-num // stride) would export wrongly
+        n_frames = (num + self.stride - 1) // self.stride + 1
         extra = (n_frames - 1) * self.stride + (self.k_eff - total) - length
         right = right + extra
         max_pad = max(left, right)
@@ -363,14 +365,12 @@ class EuclideanVQ(nn.Module):
         b, d, t = x.shape
         e = self.vq.layers[0]._codebook.embed
         flat = x.transpose(1, 2).reshape(b * t, d)
-        if flat.is_cuda and not torch.compiler.is_exporting():
-            # VQ kernel dispatch (Triton on CUDA). It drops |x|^2, which can only differ from
-            # the official formula on ties at rounding level; export and CPU keep the official.
-            from tokc.kernels.vq_lookup import vq_lookup
+        # VQ kernel dispatch (Triton on CUDA, the torch reference on CPU and while exporting).
+        # It drops the per-row constant |x|^2 of the official -(|x|^2 - 2 x.e + |e|^2), which
+        # can only change an index on a tie at rounding level.
+        from tokc.kernels.vq_lookup import vq_lookup
 
-            return vq_lookup(flat, e).reshape(1, b, t)
-        dist = -(flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.t().pow(2).sum(0, keepdim=True))
-        return dist.argmax(dim=-1).reshape(1, b, t)
+        return vq_lookup(flat, e, "euclidean").reshape(1, b, t)
 
     def indices_to_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """int64 (n_q, B, T) -> features (B, D, T): the codebook rows (summed over layers)."""

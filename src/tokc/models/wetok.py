@@ -191,10 +191,16 @@ class GroupLFQ(nn.Module):
         return x + (q - x)
 
     def codes_to_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) latents or codes -> int64 (B, H, W, groups)."""
-        b, c, h, w = x.shape
-        bits = (x > 0).to(torch.int64).permute(0, 2, 3, 1).reshape(b, h, w, self.groups, self.bits)
-        return (bits * self.mask).sum(dim=-1)
+        """(B, C, H, W) latents or codes -> int64 (B, H, W, groups).
+
+        Runs ``tokc.kernels.lfq_quantize`` (Triton on CUDA, the torch reference elsewhere and
+        while a graph is traced for export): its convention is this quantiser's (bit = z > 0 so
+        both zeros give -1, contiguous groups on the last axis, LSB first), so the indices are
+        identical.
+        """
+        from tokc.kernels.lfq import lfq_quantize
+
+        return lfq_quantize(x.permute(0, 2, 3, 1), self.bits)[1]
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """int64 (B, H, W, groups) -> float +-1 codes (B, C, H, W)."""

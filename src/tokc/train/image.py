@@ -18,7 +18,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, klt_init, upgrade_state_dict
+from tokc.models.hyperprior import (
+    HyperpriorConfig,
+    ImageHyperprior,
+    klt_init,
+    upgrade_state_dict,
+    widen_latents,
+)
 
 TRAIN_DIRS = ("wikipedia_photos", "urban100", "sun_hays80", "debian_wallpapers")
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared/data/images/train"
@@ -120,6 +126,8 @@ def main(argv=None) -> None:
     ap.add_argument("--m", type=int, default=96, help="latent channels (new runs only)")
     ap.add_argument("--init-from", type=Path, help="model-only .safetensors to start from "
                     "(python -m tokc.train.image --export-resume writes one)")
+    ap.add_argument("--widen-m", type=int, metavar="M",
+                    help="with --init-from: grow the latent channels to M (widen_latents)")
     ap.add_argument("--export-resume", type=Path, metavar="FILE",
                     help="write the run's model (fp32) and step to FILE and exit")
     ap.add_argument("--threads", type=int, default=2)
@@ -157,6 +165,9 @@ def main(argv=None) -> None:
         model.load_state_dict(load_file(str(args.init_from)))
         step = int(meta["step"])
         print(f"initialised from {args.init_from} (step {step})", flush=True)
+        if args.widen_m:
+            model = widen_latents(model, args.widen_m, images)
+            print(f"widened the latents to {args.widen_m} channels", flush=True)
     else:
         model = ImageHyperprior(HyperpriorConfig(n=args.n, m=args.m, shortcut=args.shortcut))
         klt_init(model, images)

@@ -25,8 +25,8 @@ def lfq_quantize(z: torch.Tensor, group_bits: int = 8) -> tuple[torch.Tensor, to
 
 def _pack(bits: torch.Tensor, group_bits: int) -> torch.Tensor:
     g = bits.reshape(*bits.shape[:-1], -1, group_bits).to(torch.int64)
-    weights = torch.ones(group_bits, dtype=torch.int64, device=bits.device) << torch.arange(
-        group_bits, device=bits.device)
+    # a constant, not ``ones << arange``: torch.onnx has no translation of an int64 shift
+    weights = torch.tensor([1 << j for j in range(group_bits)], dtype=torch.int64, device=bits.device)
     return (g * weights).sum(-1)
 
 
