@@ -39,7 +39,7 @@ clean:
 
 # Replace the shipped image weights with a training checkpoint: pack, re-export ONNX,
 # regenerate the golden values (then review and commit them with the model card).
-CKPT ?= runs/image_v2sc/ckpt.pt
+CKPT ?= runs/image_v3w/ckpt.pt
 weights: $(VENV)/.installed
 	$(BIN)/python -m tokc.train.pack_image $(CKPT) -o src/tokc/weights/tokc-image-v1.safetensors
 	$(BIN)/python -m tokc.export.onnx
