@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from parity_fixtures import fixture_folder
 
 from tokc.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 FOLDERS = {"one-d-piece": "one_d_piece", "titok-vq": "titok_vq_nonlegacy",
            "wavtokenizer": "wavtokenizer", "wetok": "wetok"}
 
@@ -19,10 +19,7 @@ def run(*args):
 
 
 def fixture(arch):
-    folder = FIXTURES / FOLDERS[arch]
-    if not (folder / "model.safetensors").exists():
-        pytest.skip(f"parity fixture {folder} is absent")
-    return folder
+    return fixture_folder(FOLDERS[arch])
 
 
 def test_usage_errors_are_one_line(tmp_path):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from parity_fixtures import fixture_folder
 
 from tokc.cli import main
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 EXPECTED = {  # folder -> (arch, sizes that must appear), from each fixture's config.json
     "one_d_piece": ("one-d-piece", {"tokens": 8, "codebook_size": 64, "codebook_dim": 12,
                                     "image_size": 64}),
@@ -39,9 +39,7 @@ def _one_error_line(result, code: int, match: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_inspect_fixture(name):
-    folder = FIXTURES / name
-    if not (folder / "model.safetensors").exists():
-        pytest.skip(f"fixture {folder} is absent")
+    folder = fixture_folder(name)
     arch, sizes = EXPECTED[name]
     result = runner().invoke(main, ["inspect", str(folder), "--json"])
     assert result.exit_code == 0, result.output + str(result.exception)

@@ -2,17 +2,17 @@
 fixtures' indices exactly, with the torch reference and with Triton (interpreter on CPU)."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from parity_fixtures import fixture_folder  # noqa: E402
+
 import tokc.kernels  # noqa: E402,F401
 from tokc.models import titok, wavtokenizer, wetok  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 CASES = {  # folder -> (loader, input key, indices key)
     "one_d_piece": (titok.load, "image", "indices"),
     "titok_vq_nonlegacy": (titok.load, "image", "indices"),
@@ -23,9 +23,7 @@ CASES = {  # folder -> (loader, input key, indices key)
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request):
-    folder = FIXTURES / request.param
-    if not (folder / "io.npz").exists():
-        pytest.skip(f"parity fixture {folder} is absent")
+    folder = fixture_folder(request.param, "io.npz")
     load, x_key, idx_key = CASES[request.param]
     io = np.load(folder / "io.npz")
     return request.param, load(folder), torch.from_numpy(io[x_key]), io[idx_key]

@@ -3,18 +3,16 @@
 import collections
 import importlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from parity_fixtures import FIXTURES  # noqa: E402
+
 from tokc.models import checkpoints as ck  # noqa: E402
 from tokc.models import load_pretrained  # noqa: E402
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
-
 
 EXPECTED_ARCH = {
     "one_d_piece": "one-d-piece",

@@ -8,22 +8,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from parity_fixtures import FIXTURES, needs_fixture  # noqa: E402
+
 from tokc.models import titok  # noqa: E402
 from tokc.models.checkpoints import CheckpointError  # noqa: E402
 from tokc.models.vit import ViTSize, vit_size  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
-
-
 ODP = FIXTURES / "one_d_piece"
 TVQ = FIXTURES / "titok_vq_nonlegacy"
 
-needs_odp = pytest.mark.skipif(
-    not (ODP / "io.npz").exists(), reason=f"parity fixture {ODP} is absent"
-)
-needs_tvq = pytest.mark.skipif(
-    not (TVQ / "io.npz").exists(), reason=f"parity fixture {TVQ} is absent"
-)
+needs_odp = needs_fixture("one_d_piece", "io.npz")
+needs_tvq = needs_fixture("titok_vq_nonlegacy", "io.npz")
 
 
 def maxerr(a, b) -> float:

@@ -1,7 +1,6 @@
 """WavTokenizer against the official parity fixture (shared/fixtures/wavtokenizer)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,14 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from parity_fixtures import FIXTURES, needs_fixture  # noqa: E402
+
 from tokc.models import wavtokenizer as wt  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 FIX = FIXTURES / "wavtokenizer"
-pytestmark = pytest.mark.skipif(
-    not (FIX / "model.safetensors").exists(),
-    reason=f"parity fixture {FIX} is absent (it lives in ../shared/fixtures next to the repo)",
-)
+pytestmark = needs_fixture("wavtokenizer")
 AUDIO_ATOL = 1e-5
 FEAT_ATOL = 1e-6
 

@@ -1,21 +1,17 @@
 """WeTok against the official parity fixture (shared/fixtures/wetok)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from parity_fixtures import FIXTURES, needs_fixture  # noqa: E402
+
 from tokc.models import wetok  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures"
 FIX = FIXTURES / "wetok"
-pytestmark = pytest.mark.skipif(
-    not (FIX / "model.safetensors").exists(),
-    reason=f"parity fixture {FIX} is absent (it lives in ../shared/fixtures next to the repo)",
-)
+pytestmark = needs_fixture("wetok")
 ENC_ATOL = 1e-5
 DEC_ATOL = 1e-4
 

@@ -25,24 +25,11 @@ import numpy as np
 
 from tokc import format as fmt
 from tokc.cli import main
+from tokc.cli.errors import Failure, Usage
 from tokc.compress import image as image_codec
 
 ERRORS = (image_codec.CodecError, fmt.TokcFormatError, OSError)
 TOKEN_MODELS = ("one-d-piece",)
-
-
-class Failure(click.ClickException):
-    """A one-line 'tokc: error: ...' and exit code 1."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"tokc: error: {self.message}", err=True)
-
-
-class Usage(click.UsageError):
-    """A one-line 'tokc: error: ...' and exit code 2."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"tokc: error: {self.format_message()}", err=True)
 
 
 def _read_input(path: str) -> bytes:

@@ -13,22 +13,9 @@ from pathlib import Path
 import click
 
 from tokc.cli import main
+from tokc.cli.errors import Failure, Usage
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-class UsageFailure(click.UsageError):
-    """Bad input: one line, exit 2."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"tokc: error: {self.format_message()}", err=True)
-
-
-class Failure(click.ClickException):
-    """The export failed: one line, exit 1."""
-
-    def show(self, file=None) -> None:
-        click.echo(f"tokc: error: {self.format_message()}", err=True)
 
 
 class OneLineCommand(click.Command):
@@ -38,9 +25,9 @@ class OneLineCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as e:
-            if isinstance(e, UsageFailure):
+            if isinstance(e, Usage):
                 raise
-            raise UsageFailure(e.format_message(), e.ctx) from None
+            raise Usage(e.format_message(), e.ctx) from None
 
 
 def _need_torch() -> None:
@@ -60,7 +47,7 @@ def resolve_weights(model: str) -> Path:
         return WEIGHTS
     if Path(model).is_file():
         return Path(model)
-    raise UsageFailure(f"unknown model {model!r} ({CODEC_ID}, or a weights file)")
+    raise Usage(f"unknown model {model!r} ({CODEC_ID}, or a weights file)")
 
 
 TOKENIZER_ARCHS = ("one-d-piece", "titok-vq", "wavtokenizer", "wetok")
@@ -87,24 +74,24 @@ def export_cmd(model, arch, checkpoint, token_axis, out_dir, precision, opset, c
                force, as_json, quiet):
     """Export MODEL (tokc-image-v1 or a weights file), or --arch ARCH --checkpoint PATH, to ONNX in DIR."""
     if model is None and arch is None and checkpoint is None:
-        raise UsageFailure("Missing argument 'MODEL' (tokc-image-v1 or a weights file), or --arch with --checkpoint.")
+        raise Usage("Missing argument 'MODEL' (tokc-image-v1 or a weights file), or --arch with --checkpoint.")
     if out_dir is None:
-        raise UsageFailure("Missing option '-o' / '--output'.")
+        raise Usage("Missing option '-o' / '--output'.")
     if arch is not None or checkpoint is not None:
         if model is not None:
-            raise UsageFailure("give either MODEL or --arch with --checkpoint, not both")
+            raise Usage("give either MODEL or --arch with --checkpoint, not both")
         if arch is None or checkpoint is None:
-            raise UsageFailure("--arch and --checkpoint go together")
+            raise Usage("--arch and --checkpoint go together")
         if precision != "fp32" or calib:
-            raise UsageFailure("--arch exports fp32 only (no --precision / --calib)")
+            raise Usage("--arch exports fp32 only (no --precision / --calib)")
         if token_axis != "dynamic" and arch != "one-d-piece":
-            raise UsageFailure("--token-axis applies to --arch one-d-piece only")
+            raise Usage("--token-axis applies to --arch one-d-piece only")
         return export_tokenizer(arch, checkpoint, token_axis, out_dir, opset, force, as_json, quiet)
     weights = resolve_weights(model)
     if precision == "int8" and not calib:
-        raise UsageFailure("--precision int8 needs --calib DIR (training images to calibrate on)")
+        raise Usage("--precision int8 needs --calib DIR (training images to calibrate on)")
     if calib and not Path(calib).is_dir():
-        raise UsageFailure(f"--calib {calib}: no such directory")
+        raise Usage(f"--calib {calib}: no such directory")
     _need_torch()
     from tokc.compress.image import CODEC_ID
     from tokc.export import onnx as onnx_export
@@ -112,7 +99,7 @@ def export_cmd(model, arch, checkpoint, token_axis, out_dir, precision, opset, c
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise UsageFailure(f"{out} is not a directory")
+        raise Usage(f"{out} is not a directory")
     names = [part_file_name(CODEC_ID, p, precision) for p in onnx_export.PARTS]
     names.append(sidecar_name(CODEC_ID, precision))
     if not force:
@@ -139,10 +126,10 @@ def export_cmd(model, arch, checkpoint, token_axis, out_dir, precision, opset, c
 def export_tokenizer(arch, checkpoint, token_axis, out_dir, opset, force, as_json, quiet) -> None:
     """`tokc export --arch ARCH --checkpoint PATH -o DIR`: see tokc.export.tokenizers."""
     if not Path(checkpoint).exists():
-        raise UsageFailure(f"--checkpoint {checkpoint}: no such file or folder")
+        raise Usage(f"--checkpoint {checkpoint}: no such file or folder")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise UsageFailure(f"{out} is not a directory")
+        raise Usage(f"{out} is not a directory")
     _need_torch()
     from tokc.export import tokenizers
     from tokc.models.checkpoints import CheckpointError

@@ -19,15 +19,7 @@ from pathlib import Path
 import click
 
 from tokc.cli import main
-
-
-class _Error(click.ClickException):
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.exit_code = code
-
-    def show(self, file=None) -> None:
-        click.echo(f"tokc: error: {self.message}", err=True)
+from tokc.cli.errors import Failure, Usage
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -46,7 +38,7 @@ def _shapes(weights: Path) -> tuple[str, dict[str, tuple[int, ...]], dict[str, s
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise _Error(f"{weights}: reading {weights.suffix} checkpoints needs PyTorch "
+        raise Failure(f"{weights}: reading {weights.suffix} checkpoints needs PyTorch "
                      "(pip install 'tokc-codec[torch]'); safetensors files do not") from None
     state = read_state_dict(weights)
     return ("torch (weights_only)", {k: tuple(v.shape) for k, v in state.items()},
@@ -185,9 +177,9 @@ def describe(path: str, arch: str | None = None) -> dict:
     from tokc.models.metadata import parse_metadata
 
     if arch is not None and arch not in ARCHS:
-        raise _Error(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}", code=2)
+        raise Usage(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
     if not Path(path).exists():
-        raise _Error(f"{path}: no such file or folder", code=2)
+        raise Usage(f"{path}: no such file or folder")
     try:
         config_path, weights = resolve(path)
         fmt, shapes, dtypes, metadata = _shapes(weights)
@@ -207,7 +199,7 @@ def describe(path: str, arch: str | None = None) -> dict:
         except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:
             raise CheckpointError(f"{path}: does not look like a {arch} checkpoint ({exc})") from None
     except CheckpointError as exc:
-        raise _Error(str(exc)) from None
+        raise Failure(str(exc)) from None
     return {
         "checkpoint": str(path),
         "weights": str(weights),

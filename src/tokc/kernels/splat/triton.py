@@ -98,6 +98,20 @@ def _box(mx, my, sx, sy, ok, cutoff, slack, H, W):
 
 
 @triton.jit
+def _tile_weights(ty0, tx0, p, TILE_W: tl.constexpr, y_hi, x_hi, xs_ptr, ys_ptr,
+                  mx, my, sx, sy, rho, ok, cutoff):
+    """Backward passes: the pixels of the tile at (ty0, tx0) inside the block's box, and the
+    block's Gaussian weights there (zero outside the box)."""
+    iy = ty0 + p // TILE_W
+    ix = tx0 + p % TILE_W
+    pix_ok = (iy <= y_hi) & (ix <= x_hi)
+    px = tl.load(xs_ptr + ix, mask=pix_ok, other=0.0)
+    py = tl.load(ys_ptr + iy, mask=pix_ok, other=0.0)
+    w, a, b, q, d = _gauss(px, py, mx, my, sx, sy, rho, ok, cutoff)
+    return iy, ix, pix_ok, tl.where(pix_ok[:, None], w, 0.0), a, b, q, d
+
+
+@triton.jit
 def _splat_bwd_params_kernel(
     mean_ptr, sig_ptr, rho_ptr, feat_ptr, xs_ptr, ys_ptr, gout_ptr,
     gmean_ptr, gsig_ptr, grho_ptr,
@@ -116,13 +130,8 @@ def _splat_bwd_params_kernel(
     cs0 = tl.arange(0, BLOCK_C)
     for ty0 in range(y_lo, y_hi + 1, TILE_H):
         for tx0 in range(x_lo, x_hi + 1, TILE_W):
-            iy = ty0 + p // TILE_W
-            ix = tx0 + p % TILE_W
-            pix_ok = (iy <= y_hi) & (ix <= x_hi)
-            px = tl.load(xs_ptr + ix, mask=pix_ok, other=0.0)
-            py = tl.load(ys_ptr + iy, mask=pix_ok, other=0.0)
-            w, a, b, q, d = _gauss(px, py, mx, my, sx, sy, rho, ok, cutoff)
-            w = tl.where(pix_ok[:, None], w, 0.0)
+            iy, ix, pix_ok, w, a, b, q, d = _tile_weights(
+                ty0, tx0, p, TILE_W, y_hi, x_hi, xs_ptr, ys_ptr, mx, my, sx, sy, rho, ok, cutoff)
             gw = tl.zeros((TILE_H * TILE_W, BLOCK_M), tl.float32)
             for c0 in range(0, C, BLOCK_C):
                 cs = c0 + cs0
@@ -163,13 +172,8 @@ def _splat_bwd_feat_kernel(
     p = tl.arange(0, TILE_H * TILE_W)
     for ty0 in range(y_lo, y_hi + 1, TILE_H):
         for tx0 in range(x_lo, x_hi + 1, TILE_W):
-            iy = ty0 + p // TILE_W
-            ix = tx0 + p % TILE_W
-            pix_ok = (iy <= y_hi) & (ix <= x_hi)
-            px = tl.load(xs_ptr + ix, mask=pix_ok, other=0.0)
-            py = tl.load(ys_ptr + iy, mask=pix_ok, other=0.0)
-            w, a, b, q, d = _gauss(px, py, mx, my, sx, sy, rho, ok, cutoff)
-            w = tl.where(pix_ok[:, None], w, 0.0)
+            iy, ix, pix_ok, w, a, b, q, d = _tile_weights(
+                ty0, tx0, p, TILE_W, y_hi, x_hi, xs_ptr, ys_ptr, mx, my, sx, sy, rho, ok, cutoff)
             go = tl.load(gout_ptr + (iy.to(tl.int64) * W + ix)[:, None] * C + cs[None, :],
                          mask=pix_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
             acc += tl.dot(tl.trans(w), go, input_precision="ieee")
