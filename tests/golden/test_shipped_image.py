@@ -25,8 +25,8 @@ def codec():
 
 
 def _tokens_digest(codec, data: bytes) -> str:
-    _, _, z, q, mean = codec.decode_tokens(data)
-    return hashlib.sha256(z.tobytes() + q.tobytes() + mean.tobytes()).hexdigest()
+    _, _, z, c = codec.decode_tokens(data)
+    return hashlib.sha256(z.tobytes() + c.q.tobytes() + c.index.tobytes()).hexdigest()
 
 
 def test_golden_bitstream_and_tokens(codec, photo):

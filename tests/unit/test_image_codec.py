@@ -22,12 +22,17 @@ def test_any_shape_round_trips(tiny_codec, shape):
         np.testing.assert_array_equal(out[:, :, 3], img[:, :, 3])  # alpha is lossless
 
 
-def test_tokens_decode_exactly_as_encoded(tiny_codec, photo):
-    a = tiny_codec.analyse(photo)
-    data = tiny_codec.pack(a, 3100, 3)
-    _, _, z, q, _ = tiny_codec.decode_tokens(data)
+@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_plain_weights"])
+def test_tokens_decode_exactly_as_encoded(request, weights, photo):
+    codec = image.ImageCodec(image.ImageWeights(request.getfixturevalue(weights)), backend="torch")
+    a = codec.analyse(photo)
+    data = codec.pack(a, 3100, 3)
+    _, _, z, c = codec.decode_tokens(data)
+    want = codec.code(a, 3100)
     np.testing.assert_array_equal(z, a.z)
-    np.testing.assert_array_equal(q, tiny_codec.quantize(a, 3100))
+    np.testing.assert_array_equal(c.q, want.q)
+    np.testing.assert_array_equal(c.index, want.index)
+    np.testing.assert_array_equal(c.offset, want.offset)
 
 
 DECODE_TOKENS = textwrap.dedent("""
@@ -35,8 +40,8 @@ DECODE_TOKENS = textwrap.dedent("""
     torch.set_num_threads(int(sys.argv[2]))
     from tokc.compress.image import ImageCodec, ImageWeights
     codec = ImageCodec(ImageWeights(sys.argv[1]), backend="torch")
-    _, _, z, q, mean = codec.decode_tokens(sys.stdin.buffer.read())
-    print(hashlib.sha256(z.tobytes() + q.tobytes() + mean.tobytes()).hexdigest())
+    _, _, z, c = codec.decode_tokens(sys.stdin.buffer.read())
+    print(hashlib.sha256(z.tobytes() + c.q.tobytes() + c.index.tobytes()).hexdigest())
 """)
 
 
@@ -46,8 +51,8 @@ def test_tokens_identical_across_thread_counts(tiny_codec, tiny_weights, photo, 
 
     a = tiny_codec.analyse(photo)
     data = tiny_codec.pack(a, 2000, 3)
-    q = tiny_codec.quantize(a, 2000)
-    want = hashlib.sha256(a.z.tobytes() + q.tobytes() + a.mean.tobytes()).hexdigest()
+    c = tiny_codec.code(a, 2000)
+    want = hashlib.sha256(a.z.tobytes() + c.q.tobytes() + c.index.tobytes()).hexdigest()
     env = {"OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", DECODE_TOKENS, str(tiny_weights), str(threads)],
@@ -69,13 +74,13 @@ def test_quality_changes_rate_and_size_control(tiny_codec, photo):
 
 def test_tiles_leave_no_seams(tiny_codec, photo, monkeypatch):
     a = tiny_codec.analyse(photo)
-    q = tiny_codec.quantize(a, 2500)
-    whole = tiny_codec.reconstruct(a.z, q, a.mean, 2500, *photo.shape[:2])
+    c = tiny_codec.code(a, 2500)
+    whole = tiny_codec.reconstruct(c, 2500, *photo.shape[:2])
     monkeypatch.setattr(image, "TILE", 2)  # 32-px tiles: many seams
     monkeypatch.setattr(image.tiled, "__defaults__", (2, image.MARGIN))
     a2 = tiny_codec.analyse(photo)
     np.testing.assert_allclose(a2.y, a.y, atol=1e-4)
-    tiles = tiny_codec.reconstruct(a.z, q, a.mean, 2500, *photo.shape[:2])
+    tiles = tiny_codec.reconstruct(c, 2500, *photo.shape[:2])
     assert np.abs(tiles.astype(int) - whole.astype(int)).max() <= 1
     err = np.abs(tiles.astype(float) - photo).mean(2)
     seam = np.zeros(err.shape, bool)
@@ -147,10 +152,10 @@ def test_files_are_interchangeable_between_backends(photo):
     by = {b: image.ImageCodec(backend=b) for b in ("torch", "onnx")}
     for enc, dec in (("torch", "onnx"), ("onnx", "torch")):
         data = by[enc].compress(photo, quality=55).data
-        _, _, z1, q1, m1 = by[enc].decode_tokens(data)
-        _, _, z2, q2, m2 = by[dec].decode_tokens(data)
+        _, _, z1, c1 = by[enc].decode_tokens(data)
+        _, _, z2, c2 = by[dec].decode_tokens(data)
         np.testing.assert_array_equal(z1, z2)
-        np.testing.assert_array_equal(q1, q2)
-        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(c1.q, c2.q)
+        np.testing.assert_array_equal(c1.index, c2.index)
         diff = np.abs(by[enc].decompress(data).astype(int) - by[dec].decompress(data))
         assert diff.max() <= 2  # float differences in the synthesis only move pixels a little

@@ -61,3 +61,38 @@ def test_widen_latents_keeps_the_trained_channels():
         assert (rows[12:] @ rows[:12].T).abs().max() < 1e-4
     with pytest.raises(ValueError):
         widen_latents(model, 12, images)
+
+
+def test_add_context_starts_as_the_same_codec_and_learns():
+    import torch
+
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, add_context
+
+    torch.manual_seed(0)
+    model = ImageHyperprior(HyperpriorConfig(n=8, m=12)).eval()
+    ctx = add_context(model, 3, 8).eval()
+    assert ctx.config.ctx_slices == 3 and len(ctx.ctx) == 2
+    x, level = torch.rand(2, 3, 64, 64), torch.tensor([0.5, 4.0])
+    torch.manual_seed(1)
+    a = model(x, level)
+    torch.manual_seed(1)
+    b = ctx(x, level)
+    assert torch.equal(a["bpp"], b["bpp"]) and torch.equal(a["x_hat"], b["x_hat"])
+    # the context sees only slices already coded: slice s's shift ignores slices >= s
+    y = model.g_a(x)
+    mean, ls = model.entropy_params(torch.round(model.h_a(y)))
+    with torch.no_grad():
+        for net in ctx.ctx:
+            net[4].weight.normal_(0, 0.1)
+    c1 = ctx.code_latents(y, mean, ls, level)
+    y2 = y.clone()
+    y2[:, 4:8] += 5.0  # change only slice 1
+    c2 = ctx.code_latents(y2, mean, ls, level)
+    assert torch.equal(c1["offset"][:, :8], c2["offset"][:, :8])  # slices 0, 1: unchanged
+    assert not torch.equal(c1["offset"][:, 8:], c2["offset"][:, 8:])  # slice 2 sees slice 1
+    ctx.train()
+    out = ctx(x, level)
+    (out["bpp"].mean() + out["mse"].mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ctx.ctx.parameters())
+    with pytest.raises(ValueError):
+        add_context(ctx, 3)

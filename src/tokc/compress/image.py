@@ -1,10 +1,13 @@
 """tokc-image-v1 codec: images <-> bytes.
 
 Pipeline (encoder):  pixels -g_a-> y -h_a-> z -round-> z_int
-                     z_int -intnet (exact integers)-> mean, log-scale -> scale index per element
-                     q = round(y*gain - mean*gain), coded with the scale's integer table
-Decoder: z_int from the stream, the same integer hyper-synthesis, q from the stream,
-                     y_hat = (q + mean*gain) * igain -g_s-> pixels.
+                     z_int -intnet (exact integers)-> mean, log-scale
+                     then slice by slice (weights with a channel-wise context model; else one
+                     slice): tokens of the slices before -intnet-> mean and log-scale shifts,
+                     q = round(y*gain - offset), offset = mean*gain + mean shift,
+                     coded with the integer table of its scale index
+Decoder: z_int from the stream, the same integer networks, q slice by slice from the stream,
+                     y_hat = (q + offset) * igain -g_s-> pixels.
 
 Only g_a, h_a and g_s run in floating point (torch or ONNX Runtime, in tiles so that memory
 stays bounded); float error there moves pixels, never the token stream.
@@ -81,6 +84,18 @@ class ImageWeights:
                 int(spec["shift"]), bool(spec["relu"]), bool(spec["shuffle"]),
             )
             for i, spec in enumerate(meta["hs_layers"])
+        ]
+        # channel-wise context: one integer network per slice after the first
+        self.ctx = [
+            [
+                intnet.IntConv(
+                    self.tensors[f"ctx.{s}.{i}.weight"].astype(np.int64),
+                    self.tensors[f"ctx.{s}.{i}.bias"].astype(np.int64),
+                    int(spec["shift"]), bool(spec["relu"]), bool(spec["shuffle"]),
+                )
+                for i, spec in enumerate(specs)
+            ]
+            for s, specs in enumerate(meta.get("ctx_layers", []), start=1)
         ]
         self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)
         self.log_igain = self.tensors["log_igain"].astype(np.float64)
@@ -220,6 +235,15 @@ class Analysed:
     log_scale_q: np.ndarray  # (M, h, w) int64 fixed point
 
 
+@dataclass(frozen=True)
+class Coded:
+    """The latents at one rate level, as coded."""
+
+    q: np.ndarray  # (M, h, w) int64 tokens
+    index: np.ndarray  # (M, h, w) int64 scale index: the coding table of each token
+    offset: np.ndarray  # (M, h, w) float64: y*gain is coded as q + offset
+
+
 class ImageCodec:
     def __init__(self, weights: ImageWeights | None = None, backend: str = "auto"):
         self.weights = weights or ImageWeights()
@@ -239,9 +263,10 @@ class ImageCodec:
         m = out.shape[0] // 2
         return out[:m] / 2.0**self.weights.frac, out[m:].astype(np.int64)
 
-    def _scale_index(self, log_scale_q: np.ndarray, level_milli: int) -> np.ndarray:
+    def _scale_index(self, log_scale_q: np.ndarray, level_milli: int,
+                     channels: slice = slice(None)) -> np.ndarray:
         meta = self.weights.meta
-        lg = self.weights.log_gain_at(level_milli)[:, None, None]
+        lg = self.weights.log_gain_at(level_milli)[channels, None, None]
         step = int(meta["scale_step_q"])
         k = (log_scale_q + lg - int(meta["scale_base_q"]) + step // 2) // step
         return np.clip(k, 0, len(self.weights.y_tables.offsets) - 1)
@@ -257,14 +282,44 @@ class ImageCodec:
         mean, log_scale_q = self._entropy_params(z)
         return Analysed(rgb, y, z, mean, log_scale_q)
 
+    def code(self, a: Analysed, level_milli: int) -> Coded:
+        """The tokens of a's latents at a level, slice by slice."""
+        yg = a.y * np.exp(self.weights.log_gain_at(level_milli) / 2.0**self.weights.frac)[:, None, None]
+        return self._slices(a.mean, a.log_scale_q, level_milli,
+                            lambda ch, offset, index: np.round(yg[ch] - offset).astype(np.int64))
+
     def quantize(self, a: Analysed, level_milli: int) -> np.ndarray:
-        g = np.exp(self.weights.log_gain_at(level_milli) / 2.0**self.weights.frac)[:, None, None]
-        return np.round(a.y * g - a.mean * g).astype(np.int64)
+        return self.code(a, level_milli).q
+
+    def _slices(self, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int, tokens) -> Coded:
+        """Walk the latent slices in coding order (one slice without a context model). For each:
+        the offset (gained mean plus the context's shift: float, used only to quantize and to
+        reconstruct), the scale indices (exact integers: they choose the coding tables), then
+        tokens(channels, offset, index) -> that slice's integer tokens (the encoder rounds,
+        the decoder reads the stream). Encoder and decoder share this walk."""
+        w = self.weights
+        offset = mean * np.exp(w.log_gain_at(level_milli) / 2.0**w.frac)[:, None, None]
+        slices = len(w.ctx) + 1
+        cs = mean.shape[0] // slices
+        qs, indices = [], []
+        for s in range(slices):
+            ch = slice(s * cs, (s + 1) * cs)
+            log_scale = log_scale_q[ch]
+            if s:
+                shift = intnet.run(w.ctx[s - 1], np.concatenate(qs))
+                offset[ch] += shift[:cs] / 2.0**w.frac
+                log_scale = log_scale + shift[cs:].astype(np.int64)
+            indices.append(self._scale_index(log_scale, level_milli, ch))
+            qs.append(tokens(ch, offset[ch], indices[-1]))
+        return Coded(np.concatenate(qs), np.concatenate(indices), offset)
 
     def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=()) -> bytes:
         enc = entropy.Encoder()
         enc.add(self.weights.z_tables, a.z, np.broadcast_to(np.arange(a.z.shape[0])[:, None, None], a.z.shape))
-        enc.add(self.weights.y_tables, self.quantize(a, level_milli), self._scale_index(a.log_scale_q, level_milli))
+        c = self.code(a, level_milli)
+        cs = c.q.shape[0] // (len(self.weights.ctx) + 1)
+        for s in range(0, c.q.shape[0], cs):  # slice by slice, as the decoder reads them
+            enc.add(self.weights.y_tables, c.q[s : s + cs], c.index[s : s + cs])
         stream, escapes = enc.finish()
         chunks = [fmt.Chunk("ans ", stream)]
         if escapes:
@@ -278,18 +333,19 @@ class ImageCodec:
         return fmt.pack(header, chunks)
 
     # -- decoder --
-    def reconstruct(self, z: np.ndarray, q: np.ndarray, mean: np.ndarray, level_milli: int,
-                    height: int, width: int) -> np.ndarray:
-        frac = 2.0**self.weights.frac
-        g = np.exp(self.weights.log_gain_at(level_milli) / frac)[:, None, None]
+    def latents(self, c: Coded, level_milli: int) -> np.ndarray:
+        """y_hat, the input of the synthesis."""
         ig = np.exp(self.weights.log_igain_at(level_milli))[:, None, None]
-        y_hat = ((q + mean * g) * ig).astype(np.float32)
+        return ((c.q + c.offset) * ig).astype(np.float32)
+
+    def reconstruct(self, c: Coded, level_milli: int, height: int, width: int) -> np.ndarray:
+        y_hat = self.latents(c, level_milli)
         x = tiled(self.transforms.synthesis, y_hat, 1, UNIT)
         x = np.clip(np.round(x[:, :height, :width] * 255), 0, 255).astype(np.uint8)
         return x.transpose(1, 2, 0)
 
     def decode_tokens(self, data: bytes):
-        """-> (header, chunks by tag, z, q, mean): the tokens exactly as the encoder coded them."""
+        """-> (header, chunks by tag, z, Coded): the tokens exactly as the encoder coded them."""
         header, chunks = fmt.unpack(data)
         if header.codec != CODEC_ID or header.modality != "image":
             raise fmt.TokcFormatError(
@@ -311,9 +367,10 @@ class ImageCodec:
         zshape = (cz, hp // PAD, wp // PAD)
         z = dec.decode(self.weights.z_tables, np.broadcast_to(np.arange(cz)[:, None, None], zshape))
         mean, log_scale_q = self._entropy_params(z)
-        q = dec.decode(self.weights.y_tables, self._scale_index(log_scale_q, level_milli))
+        c = self._slices(mean, log_scale_q, level_milli,
+                         lambda ch, offset, index: dec.decode(self.weights.y_tables, index))
         dec.finish()
-        return header, by_tag, z, q, mean
+        return header, by_tag, z, c
 
     # -- public --
     def compress(self, image, quality: float = 75, size: int | None = None,
@@ -372,11 +429,13 @@ class ImageCodec:
         frac = 2.0**w.frac
         g = torch.from_numpy(np.exp(w.log_gain_at(level_milli) / frac)).float()[:, None, None]
         ig = torch.from_numpy(np.exp(w.log_igain_at(level_milli))).float()[:, None, None]
-        k = self._scale_index(a.log_scale_q, level_milli)
+        # the tables and offsets of the starting tokens, held fixed (with a context model they
+        # move a little as the tokens change: pack() recomputes them, so the file stays exact)
+        c = self.code(a, level_milli)
         scale = torch.from_numpy(
-            np.exp((int(meta["scale_base_q"]) + int(meta["scale_step_q"]) * k) / frac)
+            np.exp((int(meta["scale_base_q"]) + int(meta["scale_step_q"]) * c.index) / frac)
         ).float()
-        mean = torch.from_numpy(a.mean).float() * g
+        mean = torch.from_numpy(c.offset).float()
         cfg = w.config
         t = level_milli / 1000 / (w.levels - 1)
         lam = cfg["lambda_min"] ** (1 - t) * cfg["lambda_max"] ** t
@@ -408,14 +467,13 @@ class ImageCodec:
     def psnr_at(self, a: Analysed, level_milli: int) -> float:
         from tokc.metrics.image import psnr as _psnr
 
-        q = self.quantize(a, level_milli)
-        out = self.reconstruct(a.z, q, a.mean, level_milli, *a.rgb.shape[:2])
+        out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2])
         return _psnr(a.rgb, out)
 
     def decompress(self, data: bytes) -> np.ndarray:
-        header, by_tag, z, q, mean = self.decode_tokens(data)
+        header, by_tag, z, c = self.decode_tokens(data)
         level_milli = header.rate_dict()["level_milli"]
-        rgb = self.reconstruct(z, q, mean, level_milli, header.height, header.width)
+        rgb = self.reconstruct(c, level_milli, header.height, header.width)
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
 

@@ -184,16 +184,13 @@ def part_inputs(weights, crops: list[np.ndarray]) -> dict[str, list[np.ndarray]]
     from tokc.compress.image import ImageCodec
 
     codec = ImageCodec(weights, backend="torch")
-    frac = 2.0**weights.frac
     feeds = {"g_a": [], "h_a": [], "g_s": []}
     for rgb in crops:
         a = codec.analyse(rgb)
         feeds["g_a"].append((rgb.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32))
         feeds["h_a"].append(a.y[None].astype(np.float32))
         for level in CALIB_LEVELS:
-            g = np.exp(weights.log_gain_at(level) / frac)[:, None, None]
-            ig = np.exp(weights.log_igain_at(level))[:, None, None]
-            y_hat = (codec.quantize(a, level) + a.mean * g) * ig
+            y_hat = codec.latents(codec.code(a, level), level)
             feeds["g_s"].append(y_hat[None].astype(np.float32))
     return feeds
 

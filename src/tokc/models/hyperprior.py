@@ -1,5 +1,8 @@
-"""tokc-image-v1: a variable-rate mean-scale hyperprior (Ballé 2018 / Minnen 2018, no
-autoregressive context) with asymmetric gain vectors (Cui et al. 2021) on the latent channels.
+"""tokc-image-v1: a variable-rate mean-scale hyperprior (Ballé 2018 / Minnen 2018) with
+asymmetric gain vectors (Cui et al. 2021) on the latent channels and, optionally, a channel-wise
+context model (Minnen & Singh 2020): the latents are coded in `ctx_slices` groups of channels,
+and each group's mean and scale are corrected by a small network of the tokens already coded.
+No spatial autoregression: every slice decodes in parallel over the image.
 
 Model layer only: tensors <-> latents. The codec (tokc.compress.image) turns latents into
 bytes, and runs the hyper-synthesis in exact integer arithmetic (tokc.compress.intnet) so the
@@ -29,6 +32,8 @@ class HyperpriorConfig:
     lambda_max: float = 0.0932  # lambda of the last level
     scale_min: float = 0.11  # lower bound of the Gaussian scale
     shortcut: bool = False  # a linear 16x16 block transform beside g_a / g_s (see Analysis)
+    ctx_slices: int = 0  # channel-wise context: latents coded in this many slices (0: none)
+    ctx_width: int = 64  # hidden width of each slice's context network
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +149,20 @@ class FactorizedPrior(nn.Module):
         return (torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo)).abs()[:, 0, :]
 
 
+def context_net(cin: int, width: int, cout: int) -> nn.Sequential:
+    """Tokens of the slices already coded -> (mean shift, log-scale shift) of the next slice.
+    Only 3x3 convs and ReLU, so that the codec runs it exactly in integers; the last conv
+    starts at zero, so a model given a context starts as the same codec without one."""
+    net = nn.Sequential(
+        nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(width, 2 * cout, 3, padding=1),
+    )
+    nn.init.zeros_(net[4].weight)
+    nn.init.zeros_(net[4].bias)
+    return net
+
+
 def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """P(round(r) | zero-mean Gaussian of `scale`) evaluated at the (noisy) residual r."""
     r = r.abs()
@@ -173,6 +192,14 @@ class ImageHyperprior(nn.Module):
             nn.Conv2d(m, 2 * m, 3, padding=1),
         )
         self.z_prior = FactorizedPrior(n)
+        self.ctx = None
+        if config.ctx_slices > 1:
+            if m % config.ctx_slices:
+                raise ValueError("ctx_slices must divide the latent channels")
+            cs = m // config.ctx_slices
+            self.ctx = nn.ModuleList(
+                context_net(cs * s, config.ctx_width, cs) for s in range(1, config.ctx_slices)
+            )
         # log gains: encoder side (applied to y) and decoder side (applied to y_hat). Start
         # them spread as the MSE-optimal step sizes would be (step ~ 1/sqrt(lambda)), so that
         # the levels differ from the first iteration instead of drifting apart slowly.
@@ -205,6 +232,34 @@ class ImageHyperprior(nn.Module):
         mean, log_scale = self.h_s(z_hat).chunk(2, dim=1)
         return mean, log_scale
 
+    def code_latents(self, y: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                     level: torch.Tensor) -> dict:
+        """The tokens of y at `level`, slice by slice: q = round(y*g - offset), where offset
+        is the hyperprior mean (gained) plus the context's shift. Rounding is straight-through;
+        `residual` (y*g - offset, unrounded) and `scale` give the rate."""
+        lg, lig = self.gains(level)
+        g = lg.exp()
+        yg, offset, ls = y * g, mean * g, log_scale + lg
+        if self.ctx is not None:
+            qs, offs, lss = [], [], []
+            chunks = zip(yg.chunk(self.config.ctx_slices, 1), offset.chunk(self.config.ctx_slices, 1),
+                         ls.chunk(self.config.ctx_slices, 1))
+            for s, (yg_s, off_s, ls_s) in enumerate(chunks):
+                if s:
+                    dm, dls = self.ctx[s - 1](torch.cat(qs, 1)).chunk(2, 1)
+                    off_s, ls_s = off_s + dm, ls_s + dls
+                qs.append(round_ste(yg_s - off_s))
+                offs.append(off_s)
+                lss.append(ls_s)
+            offset, ls = torch.cat(offs, 1), torch.cat(lss, 1)
+            q = torch.cat(qs, 1)
+        else:
+            q = round_ste(yg - offset)
+        return {
+            "q": q, "residual": yg - offset, "offset": offset, "ilg": lig,
+            "scale": ls.exp().clamp_min(self.config.scale_min),
+        }
+
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
         """Training pass: x in [0, 1], (B, 3, H, W) with H, W multiples of 64."""
         y = self.g_a(x)
@@ -212,16 +267,13 @@ class ImageHyperprior(nn.Module):
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         z_hat = round_ste(z)
         mean, log_scale = self.entropy_params(z_hat)
-        lg, lig = self.gains(level)
-        g = lg.exp()
-        yg, mg = y * g, mean * g
-        scale = (log_scale + lg).exp().clamp_min(self.config.scale_min)
+        c = self.code_latents(y, mean, log_scale, level)
         # rate on the noisy residual, distortion through the rounded one (Minnen & Singh 2020)
-        r_noisy = yg - mg + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_hat = (round_ste(yg - mg) + mg) * lig.exp()
+        r_noisy = c["residual"] + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_hat = (c["q"] + c["offset"]) * c["ilg"].exp()
         x_hat = self.g_s(y_hat)
         num_pixels = x.shape[2] * x.shape[3]
-        bits_y = -torch.log2(gaussian_likelihood(r_noisy, scale)).sum((1, 2, 3))
+        bits_y = -torch.log2(gaussian_likelihood(r_noisy, c["scale"])).sum((1, 2, 3))
         bits_z = -torch.log2(self.z_prior.likelihood(z_noisy)).sum((1, 2, 3))
         mse = (x_hat - x).square().mean((1, 2, 3))
         return {
@@ -358,3 +410,17 @@ def _patch_std(images: list[torch.Tensor], rows: torch.Tensor, mu: torch.Tensor)
         idx = torch.randint(u.shape[1], (min(64, u.shape[1]),), generator=gen)
         coefs.append(rows @ (u[:, idx] - mu[:, None]))
     return torch.cat(coefs, 1).std(1)
+
+
+def add_context(model: ImageHyperprior, slices: int, width: int = 64) -> ImageHyperprior:
+    """A copy of a trained model with a channel-wise context of `slices` slices. The context
+    networks' last convs are zero, so the copy codes exactly as the original until trained."""
+    if model.ctx is not None:
+        raise ValueError("the model already has a context model")
+    new = ImageHyperprior(
+        HyperpriorConfig(**{**model.config.to_dict(), "ctx_slices": slices, "ctx_width": width})
+    )
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("ctx.") for k in missing):
+        raise ValueError(f"state mismatch: missing {missing}, unexpected {unexpected}")
+    return new

@@ -21,6 +21,8 @@ from PIL import Image
 from tokc.models.hyperprior import (
     HyperpriorConfig,
     ImageHyperprior,
+    add_context,
+    gaussian_likelihood,
     klt_init,
     upgrade_state_dict,
     widen_latents,
@@ -77,15 +79,10 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
             y = model.g_a(x)
             z_hat = torch.round(model.h_a(y))
             mean, log_scale = model.entropy_params(z_hat)
-            lg, lig = model.gains(torch.tensor([lv], device=x.device))
-            g = lg.exp()
-            scale = (log_scale + lg).exp().clamp_min(model.config.scale_min)
-            q = torch.round(y * g - mean * g)
-            from tokc.models.hyperprior import gaussian_likelihood
-
-            bits = -torch.log2(gaussian_likelihood(q, scale)).sum()
+            c = model.code_latents(y, mean, log_scale, torch.tensor([lv], device=x.device))
+            bits = -torch.log2(gaussian_likelihood(c["q"], c["scale"])).sum()
             bits += -torch.log2(model.z_prior.likelihood(z_hat)).sum()
-            x_hat = model.g_s((q + mean * g) * lig.exp()).clamp(0, 1)
+            x_hat = model.g_s((c["q"] + c["offset"]) * c["ilg"].exp()).clamp(0, 1)
             mse = ((x_hat * 255).round() / 255 - x).square().mean().item()
             bpp.append(bits.item() / (x.shape[2] * x.shape[3]))
             psnr.append(10 * math.log10(1 / max(mse, 1e-12)))
@@ -96,11 +93,15 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
 
 def make_optimizer(model: ImageHyperprior, args) -> torch.optim.Optimizer:
     gain_params = [model.log_gain, model.log_igain]
-    others = [p for p in model.parameters() if all(p is not g for g in gain_params)]
-    # the per-level gains get a larger step: they must travel far (log units) and are few
-    return torch.optim.Adam(
-        [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}], lr=args.lr
-    )
+    ctx_params = list(model.ctx.parameters()) if model.ctx is not None else []
+    special = gain_params + ctx_params
+    others = [p for p in model.parameters() if all(p is not g for g in special)]
+    # the per-level gains get a larger step: they must travel far (log units) and are few;
+    # the context networks too: they start from scratch beside a trained model
+    groups = [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}]
+    if ctx_params:
+        groups.append({"params": ctx_params, "lr_scale": args.ctx_lr_scale})
+    return torch.optim.Adam(groups, lr=args.lr)
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -128,6 +129,11 @@ def main(argv=None) -> None:
                     "(python -m tokc.train.image --export-resume writes one)")
     ap.add_argument("--widen-m", type=int, metavar="M",
                     help="with --init-from: grow the latent channels to M (widen_latents)")
+    ap.add_argument("--ctx-slices", type=int, metavar="S",
+                    help="with --init-from: add a channel-wise context model of S slices "
+                    "(add_context; it starts at zero, so the codec starts where it was)")
+    ap.add_argument("--ctx-width", type=int, default=64)
+    ap.add_argument("--ctx-lr-scale", type=float, default=3.0)
     ap.add_argument("--export-resume", type=Path, metavar="FILE",
                     help="write the run's model (fp32) and step to FILE and exit")
     ap.add_argument("--threads", type=int, default=2)
@@ -168,6 +174,9 @@ def main(argv=None) -> None:
         if args.widen_m:
             model = widen_latents(model, args.widen_m, images)
             print(f"widened the latents to {args.widen_m} channels", flush=True)
+        if args.ctx_slices:
+            model = add_context(model, args.ctx_slices, args.ctx_width)
+            print(f"added a channel-wise context of {args.ctx_slices} slices", flush=True)
     else:
         model = ImageHyperprior(HyperpriorConfig(n=args.n, m=args.m, shortcut=args.shortcut))
         klt_init(model, images)

@@ -4,8 +4,8 @@
 
 The file (safetensors, no pickle) holds:
 - the float transforms g_a, h_a, g_s in fp16;
-- the hyper-synthesis as an integer network (tokc.compress.intnet), calibrated on training
-  images (never Kodak);
+- the hyper-synthesis, and the channel-wise context networks when the model has them, as
+  integer networks (tokc.compress.intnet), calibrated on training images (never Kodak);
 - the integer frequency tables of the hyper-latent prior and of the 64 Gaussian scales;
 - the gains as fixed-point log values (encoder side) and floats (decoder side, pixel domain).
 """
@@ -48,6 +48,14 @@ def hs_convs(model: ImageHyperprior) -> list:
     ]
 
 
+def ctx_convs(net) -> list:
+    parts = [(net[0], True, False), (net[2], True, False), (net[4], False, False)]
+    return [
+        (c.weight.detach().double().numpy(), c.bias.detach().double().numpy(), relu, shuf)
+        for c, relu, shuf in parts
+    ]
+
+
 def calibration_crops(data: Path) -> list[torch.Tensor]:
     """256x256 centre crops of every 6th training image (never Kodak)."""
     train, _ = list_images(data)
@@ -69,6 +77,31 @@ def calibrate(model: ImageHyperprior, crops) -> tuple[list[float], list[np.ndarr
     return maxes, [z[0].numpy() for z in zs]
 
 
+CTX_CALIB_LEVELS = (0.0, 1.0, 2.5, 4.0, 5.0)
+
+
+@torch.no_grad()
+def calibrate_ctx(model: ImageHyperprior, crops) -> tuple[list[list[float]], list[torch.Tensor]]:
+    """Largest activation of each layer of each context network, over the crops' tokens at
+    several levels, and a few token tensors to measure the integer networks' error on."""
+    cs = model.config.m // model.config.ctx_slices
+    maxes = [[0.0, 0.0, 0.0] for _ in model.ctx]
+    samples = []
+    for i, x in enumerate(crops):
+        y = model.g_a(x)
+        mean, log_scale = model.entropy_params(torch.round(model.h_a(y)))
+        for lv in CTX_CALIB_LEVELS:
+            q = model.code_latents(y, mean, log_scale, torch.tensor([lv]))["q"]
+            if i < 2:
+                samples.append(q)
+            for s, net in enumerate(model.ctx, start=1):
+                a = net[1](net[0](q[:, : cs * s]))
+                b = net[3](net[2](a))
+                for j, t in enumerate((a, b, net[4](b))):
+                    maxes[s - 1][j] = max(maxes[s - 1][j], t.abs().max().item())
+    return maxes, samples
+
+
 def scale_table() -> tuple[int, int, np.ndarray]:
     base = round(math.log(HyperpriorConfig.scale_min) * 2**FRAC_BITS)
     step = round(math.log(SCALE_MAX / HyperpriorConfig.scale_min) / (SCALE_COUNT - 1) * 2**FRAC_BITS)
@@ -87,7 +120,21 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         got = intnet.run(layers, z) / 2**FRAC_BITS
         err = max(err, float(np.abs(ref - got).max()))
 
+    ctx_specs = []
     tensors: dict[str, np.ndarray] = {}
+    if model.ctx is not None:
+        cs = model.config.m // model.config.ctx_slices
+        ctx_max, samples = calibrate_ctx(model, crops)
+        for s, (net, mx) in enumerate(zip(model.ctx, ctx_max), start=1):
+            clayers, _ = intnet.quantize_layers(ctx_convs(net), mx, FRAC_BITS)
+            for q in samples:
+                ref = net(q[:, : cs * s]).numpy()[0]
+                got = intnet.run(clayers, q[0, : cs * s].numpy()) / 2**FRAC_BITS
+                err = max(err, float(np.abs(ref - got).max()))
+            for i, layer in enumerate(clayers):
+                tensors[f"ctx.{s}.{i}.weight"] = layer.weight.astype(np.int16)
+                tensors[f"ctx.{s}.{i}.bias"] = layer.bias.astype(np.int64)
+            ctx_specs.append([{"shift": la.shift, "relu": la.relu, "shuffle": la.shuffle} for la in clayers])
     for prefix in ("g_a", "h_a", "g_s"):
         for k, v in getattr(model, prefix).state_dict().items():
             tensors[f"{prefix}.{k}"] = v.numpy().astype(np.float16)
@@ -108,6 +155,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         "hs_layers": [
             {"shift": layer.shift, "relu": layer.relu, "shuffle": layer.shuffle} for layer in layers
         ],
+        "ctx_layers": ctx_specs,
         "frac_bits": FRAC_BITS,
         "scale_base_q": base,
         "scale_step_q": step,
