@@ -73,11 +73,15 @@ def test_quantized_layers_follow_the_float_net():
     assert np.abs(got - ref).max() < 1e-2
 
 
-def test_banded_convolution_equals_one_pass():
+@pytest.mark.parametrize("cin,cout", [(3, 4), (9, 2)])
+def test_tap_sums_in_bands_equal_exact_integers(cin, cout):
     rng = np.random.default_rng(3)
-    layer = intnet.IntConv(rng.integers(-99, 99, (4, 3, 3, 3)), rng.integers(-99, 99, 4), 5, True, False)
-    x = rng.integers(-50, 50, (3, 13, 7)).astype(np.float64)
-    wmat = layer.weight.reshape(4, -1).astype(np.float64)
-    one = intnet._conv3x3(wmat, layer.bias.astype(np.float64), x)
-    banded = intnet._conv3x3(wmat, layer.bias.astype(np.float64), x, block=15)
-    np.testing.assert_array_equal(one, banded)
+    layer = intnet.IntConv(rng.integers(-99, 99, (cout, cin, 3, 3)), rng.integers(-99, 99, cout), 5, True, False)
+    x = rng.integers(-50, 50, (cin, 13, 7)).astype(np.float64)
+    w, b = layer.weight.astype(np.float64), layer.bias.astype(np.float64)
+    p = np.pad(x.astype(np.int64), ((0, 0), (1, 1), (1, 1)))
+    want = sum(np.einsum("oc,chw->ohw", layer.weight[:, :, dy, dx], p[:, dy : dy + 13, dx : dx + 7])
+               for dy in range(3) for dx in range(3)) + layer.bias[:, None, None]
+    for block in (1 << 16, 15, 1):  # one pass, bands of 1-2 rows, a row at a time
+        got = intnet._conv3x3(w, b, x, block=block)
+        np.testing.assert_array_equal(got.astype(np.int64), want)
