@@ -313,7 +313,7 @@ def to_markdown(res: LatencyResult) -> str:
         f"tokc at -q {res.quality:g}, effort 1. Encode and decode are whole-file: transforms, "
         "integer entropy parameters and ANS coding. Speedups are decode-median ratios measured "
         "in this same run. `synthesis`: the float synthesis g_s alone, inside decode (the rest "
-        "of decode, ANS and the integer hyper-synthesis in numpy, is the same on every backend). "
+        "of decode, ANS and the integer networks in numpy, is the same on every backend). "
         "`max px diff`: this decoder against the "
         f"{res.reference} decoder on the same file.",
         "",

@@ -13,8 +13,9 @@ against PyTorch at a shape different from the traced one: names, then shapes, th
 (max abs / rel error), each failure its own error class. int8 is calibrated on crops of
 training images (never Kodak) and validated on other training crops.
 
-The integer hyper-synthesis is not exported: it runs in numpy everywhere
-(tokc.compress.intnet), which is what keeps token streams identical across backends.
+The integer networks (hyper-synthesis, channel-wise context) are not exported: they run in
+numpy everywhere (tokc.compress.intnet), which is what keeps token streams identical across
+backends.
 """
 
 from __future__ import annotations

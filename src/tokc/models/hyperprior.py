@@ -5,8 +5,8 @@ and each group's mean and scale are corrected by a small network of the tokens a
 No spatial autoregression: every slice decodes in parallel over the image.
 
 Model layer only: tensors <-> latents. The codec (tokc.compress.image) turns latents into
-bytes, and runs the hyper-synthesis in exact integer arithmetic (tokc.compress.intnet) so the
-probability tables are bit-identical on every machine.
+bytes, and runs the hyper-synthesis and the context networks in exact integer arithmetic
+(tokc.compress.intnet) so the probability tables are bit-identical on every machine.
 
 The rate is a continuous `level` in [0, levels-1]: gains and lambdas are interpolated
 log-linearly between the trained levels, and training samples levels continuously, so every
