@@ -96,3 +96,35 @@ def test_add_context_starts_as_the_same_codec_and_learns():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ctx.ctx.parameters())
     with pytest.raises(ValueError):
         add_context(ctx, 3)
+
+
+def test_widen_latents_keeps_the_context_of_the_old_slices():
+    import torch
+
+    from tokc.models.hyperprior import (
+        HyperpriorConfig,
+        ImageHyperprior,
+        add_context,
+        widen_latents,
+    )
+
+    torch.manual_seed(0)
+    base = ImageHyperprior(HyperpriorConfig(n=8, m=12, shortcut=True))
+    model = add_context(base, 3, 8).eval()
+    for p in model.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))
+    images = [torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8) for _ in range(4)]
+    wide = widen_latents(model, 20, images, patches=2000).eval()
+    assert wide.config.m == 20 and wide.config.ctx_slices == 5 and len(wide.ctx) == 4
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        y, y_w = model.g_a(x), wide.g_a(x)
+        assert torch.allclose(y_w[:, :12], y, atol=1e-6)
+        mean, ls = model.entropy_params(torch.round(model.h_a(y)))
+        mean_w, ls_w = wide.entropy_params(torch.round(wide.h_a(y_w)))
+        lv = torch.tensor([2.0])
+        c, c_w = model.code_latents(y, mean, ls, lv), wide.code_latents(y_w, mean_w, ls_w, lv)
+        assert torch.allclose(c_w["offset"][:, :12], c["offset"], atol=1e-5)  # old slices: same context
+        assert torch.allclose(c_w["scale"][:, :12], c["scale"], atol=1e-5)
+    with pytest.raises(ValueError):
+        widen_latents(model, 14, images)  # not a multiple of the slice width
