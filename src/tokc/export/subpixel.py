@@ -39,18 +39,26 @@ def rewritable(layer: nn.Module) -> bool:
     )
 
 
+def _phases(layer: nn.ConvTranspose2d):
+    """Check `layer` and describe its output phases: (k, s, p, spans, bias), where spans[a] =
+    (lo, hi) are the input offsets d that phase a gathers (kernel index a + p - s*d in [0, k))."""
+    if not rewritable(layer):
+        raise ValueError(f"cannot rewrite {layer}")
+    k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+    spans = [(math.ceil((a + p - k + 1) / s), (a + p) // s) for a in range(s)]
+    bias = layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_channels)
+    return k, s, p, spans, bias
+
+
 class SubpixelConvTranspose2d(nn.Module):
     """The same map as `layer` (a rewritable ConvTranspose2d): pad, conv, depth-to-space."""
 
     def __init__(self, layer: nn.ConvTranspose2d):
         super().__init__()
-        if not rewritable(layer):
-            raise ValueError(f"cannot rewrite {layer}")
-        k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+        k, s, p, spans, bias = _phases(layer)
         cin, cout = layer.in_channels, layer.out_channels
-        # input offsets d used by some phase a in 0..s-1: kernel index a + p - s*d in [0, k)
-        d_min = min(math.ceil((a + p - k + 1) / s) for a in range(s))
-        d_max = max((a + p) // s for a in range(s))
+        # the union of the phases' input offsets
+        d_min, d_max = min(lo for lo, _ in spans), max(hi for _, hi in spans)
         taps = d_max - d_min + 1
         w = layer.weight.detach()  # (cin, cout, k, k)
         kernel = torch.zeros(cout, s, s, cin, taps, taps, dtype=w.dtype)
@@ -71,7 +79,6 @@ class SubpixelConvTranspose2d(nn.Module):
         self.conv = nn.Conv2d(cin, cout * s * s, taps, padding=d_max if symmetric else 0)
         with torch.no_grad():
             self.conv.weight.copy_(kernel.reshape(cout * s * s, cin, taps, taps))
-            bias = layer.bias.detach() if layer.bias is not None else torch.zeros(cout)
             self.conv.bias.copy_(bias.repeat_interleave(s * s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,14 +93,10 @@ class PhaseConvTranspose2d(nn.Module):
 
     def __init__(self, layer: nn.ConvTranspose2d):
         super().__init__()
-        if not rewritable(layer):
-            raise ValueError(f"cannot rewrite {layer}")
-        k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+        # phase a: y[s*P + a] = sum over d in [lo_a, hi_a] of x[P + d] * w[a + p - s*d]
+        _, s, p, spans, bias = _phases(layer)
         cin, cout = layer.in_channels, layer.out_channels
         w = layer.weight.detach()  # (cin, cout, k, k)
-        bias = layer.bias.detach() if layer.bias is not None else torch.zeros(cout)
-        # phase a: y[s*P + a] = sum over d in [lo_a, hi_a] of x[P + d] * w[a + p - s*d]
-        spans = [(math.ceil((a + p - k + 1) / s), (a + p) // s) for a in range(s)]
         self.scale = s
         self.convs, self.pads = nn.ModuleList(), []
         for a, (lo_a, hi_a) in enumerate(spans):
