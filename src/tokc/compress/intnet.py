@@ -12,6 +12,7 @@ decoder derives are bit-identical to the encoder's on any machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,21 +39,35 @@ class IntConv:
         if np.abs(self.weight).max() > 2**WEIGHT_BITS or self.shift < 1:
             raise ValueError("IntConv weights out of range")
 
+    # float64 operands of _conv3x3, made once per layer rather than on every run
+    @cached_property
+    def taps(self) -> np.ndarray:
+        return tap_matrices(self.weight.astype(np.float64))
 
-def _conv3x3(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    @cached_property
+    def bias64(self) -> np.ndarray:
+        return self.bias.astype(np.float64)
+
+
+def tap_matrices(weight: np.ndarray) -> np.ndarray:
+    """(cout, cin, 3, 3) -> (9, cout, cin): one matrix per tap, in (dy, dx) raster order."""
+    cout, cin = weight.shape[:2]
+    return np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(9, cout, cin)
+
+
+def _conv3x3(taps: np.ndarray, bias: np.ndarray, x: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     """3x3 'same' convolution as nine matrix products, one per tap, summed. The input is
     zero-padded and flattened row-major (width W = w + 2): tap (dy, dx) of output (r, c) is
     flat element r*W + c + dy*W + dx, so each tap's operand for a band of rows is a plain
     slice (no im2col copy; measured 0.6-0.9x the time of im2col on these layers), and the two
     pad columns of each row come out as junk columns that are dropped. A band of rows at a
-    time (at most `block` positions). weight: (cout, cin, 3, 3) float64."""
-    cout, cin = weight.shape[:2]
+    time (at most `block` positions). taps: (9, cout, cin) float64 (tap_matrices)."""
+    cout = taps.shape[1]
     c, h, w = x.shape
     width = w + 2
     p = np.zeros((c, h + 3, width))  # one spare row: the last tap's window ends 2 past it
     p[:, 1 : h + 1, 1 : w + 1] = x
     flat = p.reshape(c, -1)
-    taps = np.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(9, cout, cin)
     out = np.empty((cout, h, w), dtype=np.float64)
     rows = max(1, block // width)
     for r0 in range(0, h, rows):
@@ -79,7 +94,7 @@ def run(layers: list[IntConv], x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     lim = float(2**ACT_BITS)
     for layer in layers:
-        acc = _conv3x3(layer.weight.astype(np.float64), layer.bias.astype(np.float64), x)
+        acc = _conv3x3(layer.taps, layer.bias64, x)
         y = np.floor(acc / float(2**layer.shift) + 0.5)  # exact: power-of-two division
         if layer.relu:
             y = np.maximum(y, 0)
