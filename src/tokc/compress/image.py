@@ -105,6 +105,11 @@ class ImageWeights:
         )
         self.y_tables = entropy.Tables(self.tensors["y_freq"], self.tensors["y_offsets"])
 
+    @property
+    def slice_channels(self) -> int:
+        """Latent channels per coded slice (all of them without a context model)."""
+        return int(self.config["m"]) // (len(self.ctx) + 1)
+
     def float_state(self, prefix: str) -> dict[str, np.ndarray]:
         p = prefix + "."
         return {k[len(p):]: v.astype(np.float32) for k, v in self.tensors.items() if k.startswith(p)}
@@ -299,10 +304,9 @@ class ImageCodec:
         the decoder reads the stream). Encoder and decoder share this walk."""
         w = self.weights
         offset = mean * np.exp(w.log_gain_at(level_milli) / 2.0**w.frac)[:, None, None]
-        slices = len(w.ctx) + 1
-        cs = mean.shape[0] // slices
+        cs = w.slice_channels
         qs, indices = [], []
-        for s in range(slices):
+        for s in range(len(w.ctx) + 1):
             ch = slice(s * cs, (s + 1) * cs)
             log_scale = log_scale_q[ch]
             if s:
@@ -317,7 +321,7 @@ class ImageCodec:
         enc = entropy.Encoder()
         enc.add(self.weights.z_tables, a.z, np.broadcast_to(np.arange(a.z.shape[0])[:, None, None], a.z.shape))
         c = self.code(a, level_milli)
-        cs = c.q.shape[0] // (len(self.weights.ctx) + 1)
+        cs = self.weights.slice_channels
         for s in range(0, c.q.shape[0], cs):  # slice by slice, as the decoder reads them
             enc.add(self.weights.y_tables, c.q[s : s + cs], c.index[s : s + cs])
         stream, escapes = enc.finish()
