@@ -7,15 +7,18 @@ from tokc.compress import intnet
 def reference_conv(layer, x):
     """The same integer layer in exact int64 arithmetic, element by element."""
     c, h, w = x.shape
-    p = np.pad(x.astype(np.int64), ((0, 0), (1, 1), (1, 1)))
+    x = np.clip(x.astype(np.int64), -layer.in_clip, layer.in_clip)
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     acc = np.zeros((layer.weight.shape[0], h, w), np.int64)
     for dy in range(3):
         for dx in range(3):
             acc += np.einsum("oc,chw->ohw", layer.weight[:, :, dy, dx].astype(np.int64),
                              p[:, dy : dy + h, dx : dx + w])
     acc += layer.bias[:, None, None]
-    half = 1 << (layer.shift - 1)
-    y = (acc + half) >> layer.shift  # floor division by 2**shift
+    shift = np.broadcast_to(np.asarray(layer.shift), (len(acc),))[:, None, None]
+    right = np.maximum(shift, 0)
+    half = np.where(shift > 0, 1 << np.maximum(shift - 1, 0), 0)
+    y = np.where(shift > 0, (acc + half) >> right, acc << np.maximum(-shift, 0))  # floor(acc/2**s + 1/2)
     if layer.relu:
         y = np.maximum(y, 0)
     y = np.clip(y, -(2**intnet.ACT_BITS), 2**intnet.ACT_BITS)
@@ -47,6 +50,30 @@ def test_relu_shuffle_chain_matches_reference():
     np.testing.assert_array_equal(intnet.run(layers, x).astype(np.int64), ref)
 
 
+def test_float32_path_is_exact_at_its_bound():
+    """8-bit weights whose |sum| over one tap times the input clip is exactly 2**24: the worst
+    partial sum float32 must hold. Taps are summed in float32 one group at a time."""
+    rng = np.random.default_rng(4)
+    cin, clip = 288, 255
+    w = rng.integers(-128, 129, size=(6, cin, 3, 3))
+    w[0] = 0
+    w[0, :, 1, 1] = 2**24 // clip // cin  # output 0, centre tap: in_clip * l1 = 2**24 - small
+    w[0, : 2**24 // clip - cin * (2**24 // clip // cin), 1, 1] += 1  # ... topped up to the bound
+    layer = intnet.IntConv(w, rng.integers(-(2**30), 2**30, size=6), np.array([9, 10, 11, 0, -2, 12]),
+                           True, False, in_clip=clip)
+    assert layer.f32_taps >= 1 and layer.taps.dtype == np.float32
+    assert clip * np.abs(w[0, :, 1, 1]).sum() <= 2**24
+    x = np.full((cin, 5, 6), clip)
+    x[:, ::2] = rng.integers(-2 * clip, 2 * clip, size=x[:, ::2].shape)  # clipped on the way in
+    np.testing.assert_array_equal(intnet.run([layer], x).astype(np.int64), reference_conv(layer, x))
+
+
+def test_wide_inputs_fall_back_to_float64():
+    w = np.full((2, 64, 3, 3), 2**14)
+    layer = intnet.IntConv(w, np.zeros(2, np.int64), 3, False, False, in_clip=2**20)
+    assert layer.f32_taps == 0 and layer.taps.dtype == np.float64
+
+
 def test_depth_to_space_matches_torch():
     torch = pytest.importorskip("torch")
     x = np.arange(2 * 4 * 3 * 5, dtype=np.float64).reshape(8, 3, 5)
@@ -61,16 +88,22 @@ def test_quantized_layers_follow_the_float_net():
         (rng.normal(0, 0.2, (6, 4, 3, 3)), rng.normal(0, 0.1, 6), False, False),
     ]
     x = rng.integers(-3, 4, (4, 5, 5)).astype(np.float64)
-    ref = x
+    ref, outs = x, []
     for w, b, relu, shuffle in convs:
         ref = np.einsum("ocyx,cyxhw->ohw", w, np.stack(
             [np.stack([np.pad(ref, ((0, 0), (1, 1), (1, 1)))[:, dy:dy + ref.shape[1], dx:dx + ref.shape[2]]
                        for dx in range(3)], 1) for dy in range(3)], 1)) + b[:, None, None]
         ref = np.maximum(ref, 0) if relu else ref
         ref = intnet.depth_to_space(ref) if shuffle else ref
+        outs.append(float(np.abs(ref).max()))
     layers, fracs = intnet.quantize_layers(convs, [8.0, 8.0], 12)
     got = intnet.run(layers, x) / 2.0 ** fracs[-1]
     assert np.abs(got - ref).max() < 1e-2
+    # 8-bit weights and activations, run in float32: coarser, still close
+    layers, fracs = intnet.quantize_layers(convs, outs, 12, weight_bits=7, act_bits=8, in_clip=7)
+    assert all(layer.f32_taps for layer in layers)
+    got = intnet.run(layers, x) / 2.0 ** fracs[-1]
+    assert np.abs(got - ref).max() < 0.03 * np.abs(ref).max()  # measured 0.017
 
 
 @pytest.mark.parametrize("cin,cout", [(3, 4), (9, 2)])

@@ -58,6 +58,20 @@ class EncodeResult:
 # --- weights ---------------------------------------------------------------------------------
 
 
+def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> list[intnet.IntConv]:
+    """An integer network from the weights file: tensors {prefix}.{i}.weight / .bias and the
+    meta's layer specs (shift: one or per channel; in_clip: absent in files before it)."""
+    return [
+        intnet.IntConv(
+            tensors[f"{prefix}.{i}.weight"].astype(np.int64),
+            tensors[f"{prefix}.{i}.bias"].astype(np.int64),
+            np.asarray(spec["shift"], dtype=np.int64), bool(spec["relu"]), bool(spec["shuffle"]),
+            int(spec.get("in_clip", 2**intnet.ACT_BITS)),
+        )
+        for i, spec in enumerate(specs)
+    ]
+
+
 class ImageWeights:
     """Everything in the weights file, as numpy arrays; no torch needed."""
 
@@ -77,24 +91,10 @@ class ImageWeights:
         self.config = meta["config"]
         self.levels = int(self.config["levels"])
         self.frac = int(meta["frac_bits"])
-        self.hs = [
-            intnet.IntConv(
-                self.tensors[f"hs.{i}.weight"].astype(np.int64),
-                self.tensors[f"hs.{i}.bias"].astype(np.int64),
-                int(spec["shift"]), bool(spec["relu"]), bool(spec["shuffle"]),
-            )
-            for i, spec in enumerate(meta["hs_layers"])
-        ]
+        self.hs = int_layers(self.tensors, "hs", meta["hs_layers"])
         # channel-wise context: one integer network per slice after the first
         self.ctx = [
-            [
-                intnet.IntConv(
-                    self.tensors[f"ctx.{s}.{i}.weight"].astype(np.int64),
-                    self.tensors[f"ctx.{s}.{i}.bias"].astype(np.int64),
-                    int(spec["shift"]), bool(spec["relu"]), bool(spec["shuffle"]),
-                )
-                for i, spec in enumerate(specs)
-            ]
+            int_layers(self.tensors, f"ctx.{s}", specs)
             for s, specs in enumerate(meta.get("ctx_layers", []), start=1)
         ]
         self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)

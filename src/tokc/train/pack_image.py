@@ -30,6 +30,8 @@ FRAC_BITS = 12  # fraction bits of the log-scale / mean output and of the log ga
 SCALE_COUNT = 64
 SCALE_MAX = 64.0
 Z_RADIUS = 48
+NARROW = {"weight_bits": 7, "act_bits": 8}  # integer networks in 8 bits (see pack)
+Q_CLIP = 511  # the context networks' clip on their token input: 511 * 128 * 240 < 2**24
 
 
 def load_checkpoint(path: Path) -> ImageHyperprior:
@@ -46,6 +48,12 @@ def hs_convs(model: ImageHyperprior) -> list:
         (c.weight.detach().double().numpy(), c.bias.detach().double().numpy(), relu, shuf)
         for c, relu, shuf in parts
     ]
+
+
+def layer_spec(layer: intnet.IntConv) -> dict:
+    """What the weights file's meta says of an integer layer (its tensors are stored apart)."""
+    return {"shift": np.asarray(layer.shift).tolist(), "relu": layer.relu, "shuffle": layer.shuffle,
+            "in_clip": layer.in_clip}
 
 
 def ctx_convs(net) -> list:
@@ -110,9 +118,14 @@ def scale_table() -> tuple[int, int, np.ndarray]:
 
 
 @torch.no_grad()
-def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = None) -> dict:
+def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = None,
+         narrow: bool = True) -> dict:
+    """narrow: 8-bit weights and hidden activations, run exactly in float32 (intnet), the
+    context networks' token input clipped to +-Q_CLIP; otherwise 14-bit weights and
+    activations with float64 sums."""
+    bits = NARROW if narrow else {}
     maxes, zs = calibrate(model, crops)
-    layers, fracs = intnet.quantize_layers(hs_convs(model), maxes, FRAC_BITS)
+    layers, fracs = intnet.quantize_layers(hs_convs(model), maxes, FRAC_BITS, **bits)
     # how far the integer network is from the float one (log-scale units)
     err = 0.0
     for z in zs[:4]:
@@ -126,7 +139,8 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         cs = model.config.m // model.config.ctx_slices
         ctx_max, samples = calibrate_ctx(model, crops)
         for s, (net, mx) in enumerate(zip(model.ctx, ctx_max), start=1):
-            clayers, _ = intnet.quantize_layers(ctx_convs(net), mx, FRAC_BITS)
+            clayers, _ = intnet.quantize_layers(
+                ctx_convs(net), mx, FRAC_BITS, **bits, **({"in_clip": Q_CLIP} if narrow else {}))
             for q in samples:
                 ref = net(q[:, : cs * s]).numpy()[0]
                 got = intnet.run(clayers, q[0, : cs * s].numpy()) / 2**FRAC_BITS
@@ -134,7 +148,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
             for i, layer in enumerate(clayers):
                 tensors[f"ctx.{s}.{i}.weight"] = layer.weight.astype(np.int16)
                 tensors[f"ctx.{s}.{i}.bias"] = layer.bias.astype(np.int64)
-            ctx_specs.append([{"shift": la.shift, "relu": la.relu, "shuffle": la.shuffle} for la in clayers])
+            ctx_specs.append([layer_spec(la) for la in clayers])
     for prefix in ("g_a", "h_a", "g_s"):
         for k, v in getattr(model, prefix).state_dict().items():
             tensors[f"{prefix}.{k}"] = v.numpy().astype(np.float16)
@@ -152,9 +166,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     meta = {
         "codec": CODEC_ID,
         "config": model.config.to_dict(),
-        "hs_layers": [
-            {"shift": layer.shift, "relu": layer.relu, "shuffle": layer.shuffle} for layer in layers
-        ],
+        "hs_layers": [layer_spec(la) for la in layers],
         "ctx_layers": ctx_specs,
         "frac_bits": FRAC_BITS,
         "scale_base_q": base,
