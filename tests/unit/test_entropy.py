@@ -71,3 +71,15 @@ def test_absurd_escape_values_are_refused():
     from tokc.format import TokcFormatError
 
     assert issubclass(entropy.EntropyError, TokcFormatError)  # the CLI reports it cleanly
+
+
+def test_cost_bits_are_the_tables_code_lengths():
+    freq, offsets = entropy.gaussian_tables([0.5, 3.0])
+    t = entropy.Tables(freq, offsets)
+    rows = np.array([0, 0, 1, 1, 0])
+    values = np.array([0, 1, -3, 2, 50])  # the last is beyond row 0's range: an escape
+    got = t.cost_bits(values, rows)
+    want = [-np.log2(freq[r, v + offsets[r]] / 2**16) for r, v in zip(rows[:4], values[:4])]
+    np.testing.assert_allclose(got[:4], want)
+    assert got[4] == pytest.approx(-np.log2(freq[0, 2 * offsets[0] + 1] / 2**16) + 16)
+    assert got[0] < got[1]  # zero is the likeliest value of a zero-mean table

@@ -185,3 +185,27 @@ def test_reconstruction_offsets_move_nonzero_tokens_toward_their_prediction(tiny
     # files without the table reconstruct at the tokens themselves
     del w.tensors["recon_shrink"]
     np.testing.assert_allclose(codec.latents(c, 1500), ((c.q + c.offset) * ig).astype(np.float32))
+
+
+def test_rdoq_moves_tokens_one_step_toward_the_prediction_and_saves_bytes(tiny_weights, photo):
+    w = image.ImageWeights(tiny_weights)
+    assert w.tensors["synth_gain"].shape == (w.config["m"],) and (w.tensors["synth_gain"] > 0).all()
+    codec = image.ImageCodec(w, backend="torch")
+    a = codec.analyse(photo[:128, :128])
+    # latents far from their predictions, so that tokens of every size occur
+    a = image.Analysed(a.rgb, np.random.default_rng(2).normal(0, 3, a.y.shape).astype(np.float32),
+                       a.z, a.mean, a.log_scale_q)
+    rdoq = codec.code(a, 2500)
+    plain_w = image.ImageWeights(tiny_weights)
+    del plain_w.tensors["synth_gain"]
+    plain_codec = image.ImageCodec(plain_w, backend="torch")
+    plain = plain_codec.code(a, 2500)
+    first = slice(0, w.slice_channels)  # later slices' predictions depend on earlier tokens
+    step = (plain.q - rdoq.q)[first]
+    assert set(np.unique(step)) <= {-1, 0, 1}
+    assert (step == np.sign(plain.q[first]) * np.abs(step)).all()  # only ever toward zero
+    assert 0 < np.abs(step).sum() < (plain.q[first] != 0).sum()  # some moved, not all
+    assert len(codec.pack(a, 2500, 3)) < len(plain_codec.pack(a, 2500, 3))
+    # distortion weighted without bound: plain rounding
+    w.tensors["synth_gain"] = np.full_like(w.tensors["synth_gain"], 1e12)
+    np.testing.assert_array_equal(codec.code(a, 2500).q, plain.q)

@@ -12,6 +12,7 @@ values go, in order, to a separate varint side stream.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import constriction
 import numpy as np
@@ -70,6 +71,18 @@ class Tables:
             )
             for k, o in enumerate(self.offsets)
         ]
+
+    @cached_property
+    def _bits(self) -> np.ndarray:
+        return -np.log2(np.maximum(self.freq, 1) / float(1 << PRECISION))
+
+    def cost_bits(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The ideal code length in bits of each value coded with its row (an escaped value:
+        the escape symbol plus 16 bits for its varint). For the encoder's choices only."""
+        o = self.offsets[rows]
+        inside = np.abs(values) <= o
+        bits = self._bits[rows, np.where(inside, values + o, 2 * o + 1)]
+        return np.where(inside, bits, bits + 16)
 
 
 def _groups(table: np.ndarray):

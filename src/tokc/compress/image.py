@@ -39,6 +39,16 @@ REFINE_MAX_PIXELS = 4 << 20
 REFINE_LR = 0.003
 LEVEL_MIN = -4000  # rate levels below the lowest trained one extrapolate its gains
 LEVEL_Q0 = -2000  # the level of -q 0
+RDOQ_WEIGHT = 2.0  # distortion weight of the encoder's token choice (best measured, see code())
+
+
+def moved(q: np.ndarray, index: np.ndarray, shrink: np.ndarray | None) -> np.ndarray:
+    """Tokens as the decoder reconstructs them: nonzero ones moved toward their prediction by
+    the reconstruction offsets (ImageWeights.shrink_at; None: not at all)."""
+    q = q.astype(np.float64)
+    if shrink is None:
+        return q
+    return q - np.sign(q) * shrink[index, np.minimum(np.abs(q), 2).astype(np.int64) - 1]
 
 
 class CodecError(ValueError):
@@ -132,6 +142,12 @@ class ImageWeights:
         i = int(np.clip(np.searchsorted(levels, level_milli) - 1, 0, len(levels) - 2))
         t = min(max((level_milli - levels[i]) / (levels[i + 1] - levels[i]), 0.0), 1.0)
         return table[i] * (1 - t) + table[i + 1] * t
+
+    def lambda_at(self, level_milli: int) -> float:
+        """The rate-distortion trade-off the model was trained for at a level (loss = bpp +
+        lambda * MSE on 0..255), geometric between the first and last level."""
+        t = level_milli / 1000 / (self.levels - 1)
+        return self.config["lambda_min"] ** (1 - t) * self.config["lambda_max"] ** t
 
     def log_igain_at(self, level_milli: int) -> np.ndarray:
         lo = min(max(level_milli // 1000, 0), self.levels - 2)
@@ -299,10 +315,30 @@ class ImageCodec:
         return Analysed(rgb, y, z, mean, log_scale_q)
 
     def code(self, a: Analysed, level_milli: int) -> Coded:
-        """The tokens of a's latents at a level, slice by slice."""
-        yg = a.y * np.exp(self.weights.log_gain_at(level_milli) / 2.0**self.weights.frac)[:, None, None]
-        return self._slices(a.mean, a.log_scale_q, level_milli,
-                            lambda ch, offset, index: np.round(yg[ch] - offset).astype(np.int64))
+        """The tokens of a's latents at a level, slice by slice: rounded, then, with weights
+        that carry the synthesis' channel energies, each nonzero token moved one step toward
+        its prediction where that lowers rate + lambda * distortion (rate-distortion optimised
+        quantization; encoder only: any decoder reads the tokens the same way)."""
+        w = self.weights
+        yg = a.y * np.exp(w.log_gain_at(level_milli) / 2.0**w.frac)[:, None, None]
+        if "synth_gain" not in w.tensors:
+            return self._slices(a.mean, a.log_scale_q, level_milli,
+                                lambda ch, offset, index: np.round(yg[ch] - offset).astype(np.int64))
+        # distortion per squared token unit of each channel, in the training loss's units:
+        # lambda * 255**2 * (squared error summed over 3 colours) / 3
+        weight = (w.tensors["synth_gain"] * np.exp(2 * w.log_igain_at(level_milli))
+                  * w.lambda_at(level_milli) * 255**2 / 3 * RDOQ_WEIGHT)[:, None, None]
+        shrink = w.shrink_at(level_milli)
+
+        def tokens(ch, offset, index):
+            r = yg[ch] - offset
+            q = np.round(r).astype(np.int64)
+            q1 = q - np.sign(q)
+            d_rate = w.y_tables.cost_bits(q1, index) - w.y_tables.cost_bits(q, index)
+            d_dist = (r - moved(q1, index, shrink)) ** 2 - (r - moved(q, index, shrink)) ** 2
+            return np.where((q != 0) & (d_rate + weight[ch] * d_dist < 0), q1, q)
+
+        return self._slices(a.mean, a.log_scale_q, level_milli, tokens)
 
     def quantize(self, a: Analysed, level_milli: int) -> np.ndarray:
         return self.code(a, level_milli).q
@@ -354,10 +390,7 @@ class ImageCodec:
         value given the token and its scale, as measured on training images, scaled down at
         high rates, where the full shift measured worse in pixels)."""
         ig = np.exp(self.weights.log_igain_at(level_milli))[:, None, None]
-        q = c.q.astype(np.float64)
-        shrink = self.weights.shrink_at(level_milli)
-        if shrink is not None:
-            q -= np.sign(q) * shrink[c.index, np.minimum(np.abs(c.q), 2) - 1]
+        q = moved(c.q, c.index, self.weights.shrink_at(level_milli))
         return ((q + c.offset) * ig).astype(np.float32)
 
     def reconstruct(self, c: Coded, level_milli: int, height: int, width: int) -> np.ndarray:
@@ -458,9 +491,7 @@ class ImageCodec:
             np.exp((int(meta["scale_base_q"]) + int(meta["scale_step_q"]) * c.index) / frac)
         ).float()
         mean = torch.from_numpy(c.offset).float()
-        cfg = w.config
-        t = level_milli / 1000 / (w.levels - 1)
-        lam = cfg["lambda_min"] ** (1 - t) * cfg["lambda_max"] ** t
+        lam = w.lambda_at(level_milli)
         h, wd = a.rgb.shape[:2]
         x = torch.from_numpy(a.rgb.transpose(2, 0, 1).astype(np.float32) / 255)
         y = torch.from_numpy(a.y).clone().requires_grad_()

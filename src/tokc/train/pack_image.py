@@ -177,11 +177,43 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
-    # the reconstruction offsets are measured with the codec the file makes, then added
+    # measured with the codec the file makes, then added: the synthesis' channel energies
+    # (the encoder's token choice), then the reconstruction offsets (of those tokens)
+    tensors["synth_gain"] = measure_synth_gain(out, crops[:SYNTH_GAIN_CROPS]).astype(np.float32)
+    save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
     tensors["recon_shrink"] = measure_shrink(out, crops).astype(np.float32)
     meta["recon_levels"] = list(RECON_LEVELS)
     save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
     return meta
+
+
+SYNTH_GAIN_CROPS = 6
+SYNTH_GAIN_LEVEL = 2500
+
+
+@torch.no_grad()
+def measure_synth_gain(path: Path, crops) -> np.ndarray:
+    """(M,): for each latent channel, the squared pixel error (0..1, summed over colours) per
+    squared unit of change of y_hat at one position: the mean over the crops of
+    ||g_s(y_hat + d*s_c) - g_s(y_hat)||^2 / (d^2 * positions), s_c random signs on channel c
+    (their cross terms cancel on average). y_hat as decoded at a middle level."""
+    from tokc.compress.image import ImageCodec, ImageWeights
+
+    codec = ImageCodec(ImageWeights(path), backend="torch")
+    g_s = codec.transforms.model.g_s
+    m, d = codec.weights.config["m"], 0.25
+    gain = np.zeros(m)
+    for x in crops:
+        a = codec.analyse((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        y_hat = torch.from_numpy(codec.latents(codec.code(a, SYNTH_GAIN_LEVEL), SYNTH_GAIN_LEVEL))[None]
+        ref = g_s(y_hat)
+        signs = torch.from_numpy(
+            np.random.default_rng(0).choice([-d, d], y_hat.shape[2:]).astype(np.float32))
+        for c in range(m):
+            moved = y_hat.clone()
+            moved[0, c] += signs
+            gain[c] += (g_s(moved) - ref).square().sum().item() / (d * d * signs.numel())
+    return gain / len(crops)
 
 
 RECON_LEVELS = (-2000, 0, 1000, 2000, 3000, 4000, 5000)  # level_milli
