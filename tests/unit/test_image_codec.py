@@ -161,32 +161,6 @@ def test_files_are_interchangeable_between_backends(photo):
         assert diff.max() <= 2  # float differences in the synthesis only move pixels a little
 
 
-def test_reconstruction_offsets_move_nonzero_tokens_toward_their_prediction(tiny_weights, photo):
-    w = image.ImageWeights(tiny_weights)
-    levels = w.meta["recon_levels"]
-    assert w.tensors["recon_shrink"].shape == (len(levels), len(w.y_tables.offsets), 2)
-    assert not w.tensors["recon_shrink"][-1].any()  # none at the highest level (shrink_factor 0)
-    table = np.random.default_rng(0).uniform(0, 0.4, w.tensors["recon_shrink"].shape)
-    w.tensors["recon_shrink"] = table
-    # the table at its levels, linear between, the end tables beyond
-    np.testing.assert_allclose(w.shrink_at(levels[2]), table[2])
-    np.testing.assert_allclose(w.shrink_at((levels[2] + levels[3]) // 2), (table[2] + table[3]) / 2)
-    np.testing.assert_allclose(w.shrink_at(-4000), table[0])
-    np.testing.assert_allclose(w.shrink_at(10_000), table[-1])
-    codec = image.ImageCodec(w, backend="torch")
-    shape = codec.code(codec.analyse(photo[:64, :96]), 1500).q.shape
-    rng = np.random.default_rng(1)  # tokens of every class (the tiny random model codes zeros)
-    c = image.Coded(rng.integers(-3, 4, shape), rng.integers(0, table.shape[1], shape), rng.normal(0, 1, shape))
-    ig = np.exp(w.log_igain_at(1500))[:, None, None]
-    moved = (c.q + c.offset) - codec.latents(c, 1500) / ig  # how far each token moved
-    want = np.sign(c.q) * w.shrink_at(1500)[c.index, np.clip(np.abs(c.q), 1, 2) - 1]
-    assert (c.q != 0).any() and (c.q == 0).any()
-    np.testing.assert_allclose(moved, want, atol=1e-4)
-    # files without the table reconstruct at the tokens themselves
-    del w.tensors["recon_shrink"]
-    np.testing.assert_allclose(codec.latents(c, 1500), ((c.q + c.offset) * ig).astype(np.float32))
-
-
 def test_rdoq_moves_tokens_one_step_toward_the_prediction_and_saves_bytes(tiny_weights, photo):
     w = image.ImageWeights(tiny_weights)
     assert w.tensors["synth_gain"].shape == (w.config["m"],) and (w.tensors["synth_gain"] > 0).all()

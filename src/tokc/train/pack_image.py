@@ -177,12 +177,9 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
-    # measured with the codec the file makes, then added: the synthesis' channel energies
-    # (the encoder's token choice), then the reconstruction offsets (of those tokens)
+    # the synthesis' channel energies (for the encoder's token choice), measured with the
+    # codec the file makes, then added
     tensors["synth_gain"] = measure_synth_gain(out, crops[:SYNTH_GAIN_CROPS]).astype(np.float32)
-    save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
-    tensors["recon_shrink"] = measure_shrink(out, crops).astype(np.float32)
-    meta["recon_levels"] = list(RECON_LEVELS)
     save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
     return meta
 
@@ -214,41 +211,6 @@ def measure_synth_gain(path: Path, crops) -> np.ndarray:
             moved[0, c] += signs
             gain[c] += (g_s(moved) - ref).square().sum().item() / (d * d * signs.numel())
     return gain / len(crops)
-
-
-RECON_LEVELS = (-2000, 0, 1000, 2000, 3000, 4000, 5000)  # level_milli
-
-
-def shrink_factor(level_milli: int) -> float:
-    """The fraction of the measured offset the decoder applies: 0.5 up to level 1 (measured
-    best on held-out training images), down to 0 at level 5, where moving tokens toward their
-    prediction lost texture and PSNR."""
-    return 0.5 * min(1.0, max(0.0, (5000 - level_milli) / 4000))
-
-
-def measure_shrink(path: Path, crops) -> np.ndarray:
-    """(len(RECON_LEVELS), scale indices, 2): for tokens with |q| = 1 and |q| >= 2, the mean
-    of (q - r) * sign(q), r the unrounded value, on the crops; times shrink_factor. Zero
-    where fewer than 50 tokens were seen."""
-    from tokc.compress.image import ImageCodec, ImageWeights
-
-    codec = ImageCodec(ImageWeights(path), backend="torch")
-    w = codec.weights
-    analysed = [codec.analyse((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-                for x in crops]
-    table = np.zeros((len(RECON_LEVELS), len(w.y_tables.offsets), 2))
-    for k, level in enumerate(RECON_LEVELS):
-        total, count = np.zeros(table.shape[1:]), np.zeros(table.shape[1:])
-        gain = np.exp(w.log_gain_at(level) / 2.0**w.frac)[:, None, None]
-        for a in analysed:
-            c = codec.code(a, level)
-            nz = c.q != 0
-            r = (a.y * gain - c.offset)[nz]
-            cls = np.minimum(np.abs(c.q[nz]), 2) - 1
-            np.add.at(total, (c.index[nz], cls), (c.q[nz] - r) * np.sign(c.q[nz]))
-            np.add.at(count, (c.index[nz], cls), 1)
-        table[k] = np.where(count >= 50, total / np.maximum(count, 1), 0.0) * shrink_factor(level)
-    return table
 
 
 def main(argv=None) -> None:
