@@ -88,7 +88,9 @@ class Tables:
 def _groups(table: np.ndarray):
     """Positions sorted by table (stable: raster order within a table), and for each table
     used, its (index, start, end) in that order. Symbols are coded table by table."""
-    order = np.argsort(table, kind="stable")
+    # a stable sort of 16-bit keys is a radix sort in numpy: 6x faster than of int64 here
+    small = table.max(initial=0) < 1 << 16 and table.min(initial=0) >= 0
+    order = np.argsort(table.astype(np.uint16) if small else table, kind="stable")
     counts = np.bincount(table)
     ends = np.cumsum(counts)
     return order, [(k, int(ends[k] - counts[k]), int(ends[k])) for k in np.flatnonzero(counts)]
