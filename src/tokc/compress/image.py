@@ -302,17 +302,17 @@ class ImageCodec:
         quantization; encoder only: any decoder reads the tokens the same way)."""
         w = self.weights
         yg = a.y * np.exp(w.log_gain_at(level_milli) / 2.0**w.frac)[:, None, None]
-        if "synth_gain" not in w.tensors:
-            return self._slices(a.mean, a.log_scale_q, level_milli,
-                                lambda ch, offset, index: np.round(yg[ch] - offset).astype(np.int64))
-        # distortion per squared token unit of each channel, in the training loss's units:
-        # lambda * 255**2 * (squared error summed over 3 colours) / 3
-        weight = (w.tensors["synth_gain"] * np.exp(2 * w.log_igain_at(level_milli))
-                  * w.lambda_at(level_milli) * 255**2 / 3 * RDOQ_WEIGHT)[:, None, None]
+        rdoq = "synth_gain" in w.tensors
+        if rdoq:  # distortion per squared token unit of each channel, in the training loss's
+            # units: lambda * 255**2 * (squared error summed over 3 colours) / 3
+            weight = (w.tensors["synth_gain"] * np.exp(2 * w.log_igain_at(level_milli))
+                      * w.lambda_at(level_milli) * 255**2 / 3 * RDOQ_WEIGHT)[:, None, None]
 
         def tokens(ch, offset, index):
             r = yg[ch] - offset
             q = np.round(r).astype(np.int64)
+            if not rdoq:
+                return q
             q1 = q - np.sign(q)
             d_rate = w.y_tables.cost_bits(q1, index) - w.y_tables.cost_bits(q, index)
             d_dist = (r - q1) ** 2 - (r - q) ** 2

@@ -46,8 +46,7 @@ class IntConv:
         cout, cin, kh, kw = self.weight.shape
         if (kh, kw) != (3, 3) or 9 * cin > 2**MAX_K_BITS:
             raise ValueError("IntConv takes 3x3 kernels with at most 2**MAX_K_BITS/9 inputs")
-        shift = np.broadcast_to(np.asarray(self.shift, dtype=np.int64), (cout,))
-        if np.abs(self.weight).max() > 2**WEIGHT_BITS or shift.min() < -ACT_BITS:
+        if np.abs(self.weight).max() > 2**WEIGHT_BITS or self.shifts.min() < -ACT_BITS:
             raise ValueError("IntConv weights out of range")
         if not 1 <= self.in_clip <= 2**ACT_BITS:
             raise ValueError("IntConv input clip out of range")
@@ -75,10 +74,14 @@ class IntConv:
         return self.bias.astype(np.float64)
 
     @cached_property
+    def shifts(self) -> np.ndarray:
+        """The shift of every output channel."""
+        return np.broadcast_to(np.asarray(self.shift, np.int64), (self.weight.shape[0],))
+
+    @cached_property
     def scales(self) -> np.ndarray:
         """2**-shift per output channel: multiplying by a power of two is exact."""
-        shift = np.broadcast_to(np.asarray(self.shift, np.int64), (self.weight.shape[0],))
-        return np.ldexp(1.0, -shift)[:, None, None]
+        return np.ldexp(1.0, -self.shifts)[:, None, None]
 
 
 def tap_matrices(weight: np.ndarray) -> np.ndarray:
@@ -108,14 +111,17 @@ def _conv3x3(taps: np.ndarray, bias: np.ndarray, x: np.ndarray, block: int = 1 <
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
         n = (r1 - r0) * width
+        bands = [flat[:, start : start + n]  # tap k's operand: the band shifted by (dy, dx)
+                 for start in ((r0 + k // 3) * width + k % 3 for k in range(9))]
         acc = None
         for k0 in range(0, 9, group):
-            part = None
-            for k in range(k0, min(9, k0 + group)):
-                start = (r0 + k // 3) * width + k % 3
-                prod = taps[k] @ flat[:, start : start + n]
-                part = prod if part is None else part.__iadd__(prod)
-            acc = part.astype(np.float64) if acc is None else acc.__iadd__(part)
+            part = taps[k0] @ bands[k0]
+            for k in range(k0 + 1, min(9, k0 + group)):
+                part += taps[k] @ bands[k]
+            if acc is None:
+                acc = part.astype(np.float64, copy=False)
+            else:
+                acc += part
         out[:, r0:r1] = acc.reshape(cout, r1 - r0, width)[:, :, :w] + bias[:, None, None]
     return out
 

@@ -124,6 +124,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     context networks' token input clipped to +-Q_CLIP; otherwise 14-bit weights and
     activations with float64 sums."""
     bits = NARROW if narrow else {}
+    ctx_bits = {**NARROW, "in_clip": Q_CLIP} if narrow else {}
     maxes, zs = calibrate(model, crops)
     layers, fracs = intnet.quantize_layers(hs_convs(model), maxes, FRAC_BITS, **bits)
     # how far the integer network is from the float one (log-scale units)
@@ -139,8 +140,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         cs = model.config.m // model.config.ctx_slices
         ctx_max, samples = calibrate_ctx(model, crops)
         for s, (net, mx) in enumerate(zip(model.ctx, ctx_max), start=1):
-            clayers, _ = intnet.quantize_layers(
-                ctx_convs(net), mx, FRAC_BITS, **bits, **({"in_clip": Q_CLIP} if narrow else {}))
+            clayers, _ = intnet.quantize_layers(ctx_convs(net), mx, FRAC_BITS, **ctx_bits)
             for q in samples:
                 ref = net(q[:, : cs * s]).numpy()[0]
                 got = intnet.run(clayers, q[0, : cs * s].numpy()) / 2**FRAC_BITS
