@@ -22,7 +22,7 @@ def test_any_shape_round_trips(tiny_codec, shape):
         np.testing.assert_array_equal(out[:, :, 3], img[:, :, 3])  # alpha is lossless
 
 
-@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_plain_weights"])
+@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_channel_weights", "tiny_plain_weights"])
 def test_tokens_decode_exactly_as_encoded(request, weights, photo):
     codec = image.ImageCodec(image.ImageWeights(request.getfixturevalue(weights)), backend="torch")
     a = codec.analyse(photo)

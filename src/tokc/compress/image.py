@@ -99,6 +99,11 @@ class ImageWeights:
             int_layers(self.tensors, f"ctx.{s}", specs)
             for s, specs in enumerate(meta.get("ctx_layers", []), start=1)
         ]
+        # checkerboard context: one integer network per slice (none in older files)
+        self.spatial = [
+            int_layers(self.tensors, f"spatial.{s}", specs)
+            for s, specs in enumerate(meta.get("spatial_layers", []))
+        ]
         self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)
         self.log_igain = self.tensors["log_igain"].astype(np.float64)
         zr = int(meta["z_radius"])
@@ -306,10 +311,10 @@ class ImageCodec:
         if rdoq:  # distortion per squared token unit of each channel, in the training loss's
             # units: lambda * 255**2 * (squared error summed over 3 colours) / 3
             weight = (w.tensors["synth_gain"] * np.exp(2 * w.log_igain_at(level_milli))
-                      * w.lambda_at(level_milli) * 255**2 / 3 * RDOQ_WEIGHT)[:, None, None]
+                      * w.lambda_at(level_milli) * 255**2 / 3 * RDOQ_WEIGHT)[:, None]
 
-        def tokens(ch, offset, index):
-            r = yg[ch] - offset
+        def tokens(ch, part, offset, index):
+            r = yg[ch][:, part] - offset
             q = np.round(r).astype(np.int64)
             if not rdoq:
                 return q
@@ -323,34 +328,54 @@ class ImageCodec:
     def quantize(self, a: Analysed, level_milli: int) -> np.ndarray:
         return self.code(a, level_milli).q
 
+    def _parts(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The coding order inside a slice, as boolean masks of the latent grid: all of it, or
+        with the spatial context the checkerboard's anchors (row + column even), then the rest."""
+        if not self.weights.spatial:
+            return [np.ones(shape, dtype=bool)]
+        rows, cols = np.indices(shape)
+        anchor = (rows + cols) % 2 == 0
+        return [anchor, ~anchor]
+
     def _slices(self, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int, tokens) -> Coded:
-        """Walk the latent slices in coding order (one slice without a context model). For each:
-        the offset (gained mean plus the context's shift: float, used only to quantize and to
-        reconstruct), the scale indices (exact integers: they choose the coding tables), then
-        tokens(channels, offset, index) -> that slice's integer tokens (the encoder rounds,
-        the decoder reads the stream). Encoder and decoder share this walk."""
+        """Walk the latents in coding order: slice by slice (one slice without a context
+        model), each in its parts (see _parts). For each part: the offset (gained mean plus
+        the contexts' shifts: float, used only to quantize and to reconstruct), the scale
+        indices (exact integers: they choose the coding tables), then
+        tokens(channels, part, offset, index) -> the part's integer tokens, (channels, count)
+        (the encoder rounds, the decoder reads the stream). Encoder and decoder share this walk."""
         w = self.weights
-        offset = mean * np.exp(w.log_gain_at(level_milli) / 2.0**w.frac)[:, None, None]
+        frac = 2.0**w.frac
+        offset = mean * np.exp(w.log_gain_at(level_milli) / frac)[:, None, None]
         cs = w.slice_channels
-        qs, indices = [], []
+        parts = self._parts(mean.shape[1:])
+        q = np.zeros(mean.shape, dtype=np.int64)
+        index = np.zeros(mean.shape, dtype=np.int64)
         for s in range(len(w.ctx) + 1):
             ch = slice(s * cs, (s + 1) * cs)
             log_scale = log_scale_q[ch]
-            if s:
-                shift = intnet.run(w.ctx[s - 1], np.concatenate(qs))
-                offset[ch] += shift[:cs] / 2.0**w.frac
+            if s:  # channel context: the tokens of the slices before
+                shift = intnet.run(w.ctx[s - 1], q[: s * cs])
+                offset[ch] += shift[:cs] / frac
                 log_scale = log_scale + shift[cs:].astype(np.int64)
-            indices.append(self._scale_index(log_scale, level_milli, ch))
-            qs.append(tokens(ch, offset[ch], indices[-1]))
-        return Coded(np.concatenate(qs), np.concatenate(indices), offset)
+            for i, part in enumerate(parts):
+                if i:  # spatial context: this slice's anchor tokens
+                    shift = intnet.run(w.spatial[s], q[ch] * parts[0])
+                    offset[ch][:, part] += shift[:cs][:, part] / frac
+                    log_scale = log_scale + np.where(part, shift[cs:], 0).astype(np.int64)
+                index[ch] = self._scale_index(log_scale, level_milli, ch)
+                q[ch][:, part] = tokens(ch, part, offset[ch][:, part], index[ch][:, part])
+        return Coded(q, index, offset)
 
     def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=()) -> bytes:
         enc = entropy.Encoder()
         enc.add(self.weights.z_tables, a.z, np.broadcast_to(np.arange(a.z.shape[0])[:, None, None], a.z.shape))
         c = self.code(a, level_milli)
         cs = self.weights.slice_channels
-        for s in range(0, c.q.shape[0], cs):  # slice by slice, as the decoder reads them
-            enc.add(self.weights.y_tables, c.q[s : s + cs], c.index[s : s + cs])
+        parts = self._parts(c.q.shape[1:])
+        for s in range(0, c.q.shape[0], cs):  # in the decoder's order (see _slices)
+            for part in parts:
+                enc.add(self.weights.y_tables, c.q[s : s + cs][:, part], c.index[s : s + cs][:, part])
         stream, escapes = enc.finish()
         chunks = [fmt.Chunk("ans ", stream)]
         if escapes:
@@ -399,7 +424,7 @@ class ImageCodec:
         z = dec.decode(self.weights.z_tables, np.broadcast_to(np.arange(cz)[:, None, None], zshape))
         mean, log_scale_q = self._entropy_params(z)
         c = self._slices(mean, log_scale_q, level_milli,
-                         lambda ch, offset, index: dec.decode(self.weights.y_tables, index))
+                         lambda ch, part, offset, index: dec.decode(self.weights.y_tables, index))
         dec.finish()
         return header, by_tag, z, c
 

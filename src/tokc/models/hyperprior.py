@@ -34,6 +34,7 @@ class HyperpriorConfig:
     shortcut: bool = False  # a linear 16x16 block transform beside g_a / g_s (see Analysis)
     ctx_slices: int = 0  # channel-wise context: latents coded in this many slices (0: none)
     ctx_width: int = 64  # hidden width of each slice's context network
+    ctx_spatial: bool = False  # checkerboard context inside each slice (see code_latents)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +138,7 @@ class FactorizedPrior(nn.Module):
         hi = self.logits_cdf(v + 0.5)
         sign = -torch.sign(lo + hi).detach()
         p = (torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo)).abs()
-        return p.reshape(c, b, h, w).permute(1, 0, 2, 3).clamp_min(1e-9)
+        return lower_bound(p.reshape(c, b, h, w).permute(1, 0, 2, 3), 1e-9)
 
     @torch.no_grad()
     def pmf(self, radius: int) -> torch.Tensor:
@@ -168,7 +169,28 @@ def gaussian_likelihood(r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     r = r.abs()
     upper = torch.special.ndtr((0.5 - r) / scale)
     lower = torch.special.ndtr((-0.5 - r) / scale)
-    return (upper - lower).clamp_min(1e-9)
+    return lower_bound(upper - lower, 1e-9)
+
+
+class _LowerBound(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)), None
+
+
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """max(x, bound), with the gradient kept where it would raise x. A plain clamp gives no
+    gradient below the bound, so a scale predicted under it could never come back up: the
+    channels added by widen_latents went there and coded their tokens as near-certain zeros
+    (at the top level, 40 % of them were not)."""
+    return _LowerBound.apply(x, bound)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -192,13 +214,18 @@ class ImageHyperprior(nn.Module):
             nn.Conv2d(m, 2 * m, 3, padding=1),
         )
         self.z_prior = FactorizedPrior(n)
-        self.ctx = None
+        self.ctx = self.spatial = None
+        slices = max(config.ctx_slices, 1)
+        if m % slices:
+            raise ValueError("ctx_slices must divide the latent channels")
+        cs = m // slices
         if config.ctx_slices > 1:
-            if m % config.ctx_slices:
-                raise ValueError("ctx_slices must divide the latent channels")
-            cs = m // config.ctx_slices
             self.ctx = nn.ModuleList(
                 context_net(cs * s, config.ctx_width, cs) for s in range(1, config.ctx_slices)
+            )
+        if config.ctx_spatial:  # one per slice: anchor tokens of the slice -> the others' shift
+            self.spatial = nn.ModuleList(
+                context_net(cs, config.ctx_width, cs) for _ in range(slices)
             )
         # log gains: encoder side (applied to y) and decoder side (applied to y_hat). Start
         # them spread as the MSE-optimal step sizes would be (step ~ 1/sqrt(lambda)), so that
@@ -235,29 +262,38 @@ class ImageHyperprior(nn.Module):
     def code_latents(self, y: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
                      level: torch.Tensor) -> dict:
         """The tokens of y at `level`, slice by slice: q = round(y*g - offset), where offset
-        is the hyperprior mean (gained) plus the context's shift. Rounding is straight-through;
-        `residual` (y*g - offset, unrounded) and `scale` give the rate."""
+        is the hyperprior mean (gained) plus the context's shift. With the channel-wise
+        context, a slice's shift comes from the tokens of the slices before it; with the
+        spatial one, each slice is coded in two halves of a checkerboard (anchors where
+        row + column is even, then the rest), and the second half's shift also comes from the
+        slice's anchor tokens. Rounding is straight-through; `residual` (y*g - offset,
+        unrounded) and `scale` give the rate."""
         lg, lig = self.gains(level)
         g = lg.exp()
         yg, offset, ls = y * g, mean * g, log_scale + lg
-        if self.ctx is not None:
-            qs, offs, lss = [], [], []
-            chunks = zip(yg.chunk(self.config.ctx_slices, 1), offset.chunk(self.config.ctx_slices, 1),
-                         ls.chunk(self.config.ctx_slices, 1))
-            for s, (yg_s, off_s, ls_s) in enumerate(chunks):
-                if s:
-                    dm, dls = self.ctx[s - 1](torch.cat(qs, 1)).chunk(2, 1)
-                    off_s, ls_s = off_s + dm, ls_s + dls
-                qs.append(round_ste(yg_s - off_s))
-                offs.append(off_s)
-                lss.append(ls_s)
-            offset, ls = torch.cat(offs, 1), torch.cat(lss, 1)
-            q = torch.cat(qs, 1)
-        else:
-            q = round_ste(yg - offset)
+        slices = max(self.config.ctx_slices, 1)
+        if self.spatial is not None:
+            h, w = y.shape[2:]
+            rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
+            anchor = ((rows[:, None] + cols[None, :]) % 2 == 0).to(y.dtype)
+        qs, offs, lss = [], [], []
+        chunks = zip(yg.chunk(slices, 1), offset.chunk(slices, 1), ls.chunk(slices, 1))
+        for s, (yg_s, off_s, ls_s) in enumerate(chunks):
+            if s:
+                dm, dls = self.ctx[s - 1](torch.cat(qs, 1)).chunk(2, 1)
+                off_s, ls_s = off_s + dm, ls_s + dls
+            q_s = round_ste(yg_s - off_s)
+            if self.spatial is not None:  # the anchors' tokens stand; the others move
+                dm, dls = self.spatial[s](q_s * anchor).chunk(2, 1)
+                off_s, ls_s = off_s + dm * (1 - anchor), ls_s + dls * (1 - anchor)
+                q_s = round_ste(yg_s - off_s)
+            qs.append(q_s)
+            offs.append(off_s)
+            lss.append(ls_s)
+        offset, ls, q = torch.cat(offs, 1), torch.cat(lss, 1), torch.cat(qs, 1)
         return {
-            "q": q, "residual": yg - offset, "offset": offset, "ilg": lig,
-            "scale": ls.exp().clamp_min(self.config.scale_min),
+            "q": q, "residual": yg - offset, "offset": offset, "ilg": lig, "log_scale": ls,
+            "scale": lower_bound(ls.exp(), self.config.scale_min),
         }
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict:
@@ -354,6 +390,8 @@ def widen_latents(model: ImageHyperprior, m: int, images: list[torch.Tensor],
     old, cfg = model.config.m, model.config
     if not cfg.shortcut or m <= old:
         raise ValueError("widen_latents needs a shortcut model and m > config.m")
+    if model.spatial is not None:
+        raise ValueError("widen_latents does not handle a spatial context (widen first)")
     if model.ctx is not None:  # widen the rest, then give the new channels slices of their own
         cs = old // cfg.ctx_slices
         if m % cs:
@@ -421,6 +459,45 @@ def _patch_std(images: list[torch.Tensor], rows: torch.Tensor, mu: torch.Tensor)
         idx = torch.randint(u.shape[1], (min(64, u.shape[1]),), generator=gen)
         coefs.append(rows @ (u[:, idx] - mu[:, None]))
     return torch.cat(coefs, 1).std(1)
+
+
+@torch.no_grad()
+def recalibrate_scales(model: ImageHyperprior, crops: list[torch.Tensor], levels: int = 6) -> dict:
+    """Shift each latent channel's predicted log-scale (h_s's bias) by the step, on a grid from
+    -1 to +8, that minimises the real bits of the rounded tokens over `crops` at `levels` levels
+    from first to last. Repairs channels whose scale sank under scale_min while that bound had
+    no gradient (see lower_bound). Returns {"shift": per channel, "bits_change": relative}."""
+    m = model.config.m
+    deltas = torch.arange(-1.0, 8.01, 0.25)
+    bits = torch.zeros(len(deltas), m, dtype=torch.float64)
+    for x in crops:
+        y = model.g_a(x)
+        mean, log_scale = model.entropy_params(torch.round(model.h_a(y)))
+        for lv in torch.linspace(0, model.config.levels - 1, levels):
+            c = model.code_latents(y, mean, log_scale, lv[None])
+            q = torch.round(c["residual"])
+            for i, d in enumerate(deltas):
+                scale = (c["log_scale"] + d).exp().clamp_min(model.config.scale_min)
+                bits[i] += -torch.log2(gaussian_likelihood(q, scale)).sum((0, 2, 3)).double()
+    best = bits.argmin(0)
+    shift = deltas[best]
+    model.h_s[4].bias[m:] += shift
+    zero = int((deltas == 0).nonzero())
+    change = (bits[best, torch.arange(m)].sum() / bits[zero].sum()).item() - 1
+    return {"shift": shift, "bits_change": change}
+
+
+def add_spatial_context(model: ImageHyperprior) -> ImageHyperprior:
+    """A copy of a trained model with a checkerboard context inside each slice (one network
+    per slice, of the channel context's width). Its last convs are zero, so the copy codes
+    exactly as the original until trained."""
+    if model.spatial is not None:
+        raise ValueError("the model already has a spatial context")
+    new = ImageHyperprior(HyperpriorConfig(**{**model.config.to_dict(), "ctx_spatial": True}))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("spatial.") for k in missing):
+        raise ValueError(f"state mismatch: missing {missing}, unexpected {unexpected}")
+    return new
 
 
 def add_context(model: ImageHyperprior, slices: int, width: int = 64) -> ImageHyperprior:

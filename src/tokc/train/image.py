@@ -22,8 +22,10 @@ from tokc.models.hyperprior import (
     HyperpriorConfig,
     ImageHyperprior,
     add_context,
+    add_spatial_context,
     gaussian_likelihood,
     klt_init,
+    recalibrate_scales,
     upgrade_state_dict,
     widen_latents,
 )
@@ -93,7 +95,7 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
 
 def make_optimizer(model: ImageHyperprior, args) -> torch.optim.Optimizer:
     gain_params = [model.log_gain, model.log_igain]
-    ctx_params = list(model.ctx.parameters()) if model.ctx is not None else []
+    ctx_params = [p for net in (model.ctx, model.spatial) if net is not None for p in net.parameters()]
     special = gain_params + ctx_params
     others = [p for p in model.parameters() if all(p is not g for g in special)]
     # the per-level gains get a larger step: they must travel far (log units) and are few;
@@ -133,6 +135,12 @@ def main(argv=None) -> None:
                     help="with --init-from: add a channel-wise context model of S slices "
                     "(add_context; it starts at zero, so the codec starts where it was)")
     ap.add_argument("--ctx-width", type=int, default=64)
+    ap.add_argument("--recalibrate-scales", action="store_true",
+                    help="with --init-from: shift each channel's predicted log-scale to the "
+                    "value that codes training crops in the fewest bits (recalibrate_scales)")
+    ap.add_argument("--ctx-spatial", action="store_true",
+                    help="with --init-from: add a checkerboard context inside each slice "
+                    "(add_spatial_context; it starts at zero too)")
     ap.add_argument("--ctx-lr-scale", type=float, default=3.0)
     ap.add_argument("--export-resume", type=Path, metavar="FILE",
                     help="write the run's model (fp32) and step to FILE and exit")
@@ -177,6 +185,16 @@ def main(argv=None) -> None:
         if args.ctx_slices:
             model = add_context(model, args.ctx_slices, args.ctx_width)
             print(f"added a channel-wise context of {args.ctx_slices} slices", flush=True)
+        if args.ctx_spatial:
+            model = add_spatial_context(model)
+            print("added a checkerboard context inside each slice", flush=True)
+        if args.recalibrate_scales:
+            model.eval()
+            res = recalibrate_scales(model, center_crops([load(p) for p in train_files[3::12]]))
+            model.train()
+            moved = int((res["shift"] != 0).sum())
+            print(f"recalibrated the log-scales: {moved} channels moved, estimated bits "
+                  f"{100 * res['bits_change']:+.1f} %", flush=True)
     else:
         model = ImageHyperprior(HyperpriorConfig(n=args.n, m=args.m, shortcut=args.shortcut))
         klt_init(model, images)

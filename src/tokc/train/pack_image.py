@@ -4,10 +4,11 @@
 
 The file (safetensors, no pickle) holds:
 - the float transforms g_a, h_a, g_s in fp16;
-- the hyper-synthesis, and the channel-wise context networks when the model has them, as
-  integer networks (tokc.compress.intnet), calibrated on training images (never Kodak);
+- the hyper-synthesis, and the channel-wise and spatial context networks when the model has
+  them, as integer networks (tokc.compress.intnet), calibrated on training images (never Kodak);
 - the integer frequency tables of the hyper-latent prior and of the 64 Gaussian scales;
-- the gains as fixed-point log values (encoder side) and floats (decoder side, pixel domain).
+- the gains as fixed-point log values (encoder side) and floats (decoder side, pixel domain);
+- the synthesis' energy per latent channel (the encoder's token choice).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import torch
 from safetensors.numpy import save_file
 
 from tokc.compress import entropy, intnet
-from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, upgrade_state_dict
+from tokc.models.hyperprior import (
+    HyperpriorConfig,
+    ImageHyperprior,
+    upgrade_state_dict,
+)
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
 
 CODEC_ID = "tokc-image-v1"
@@ -88,12 +93,29 @@ def calibrate(model: ImageHyperprior, crops) -> tuple[list[float], list[np.ndarr
 CTX_CALIB_LEVELS = (0.0, 1.0, 2.5, 4.0, 5.0)
 
 
+def anchors(q: torch.Tensor) -> torch.Tensor:
+    """q with its tokens off the checkerboard's anchors (row + column odd) set to 0: what a
+    slice's spatial context network reads."""
+    rows, cols = torch.arange(q.shape[2]), torch.arange(q.shape[3])
+    return q * ((rows[:, None] + cols[None, :]) % 2 == 0)
+
+
+def context_inputs(model: ImageHyperprior, q: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
+    """(network, its input) of every context network, for the tokens q of a whole image:
+    the channel context of slice s reads the slices before it, the spatial context of a
+    slice reads that slice's anchors."""
+    cs = model.config.m // max(model.config.ctx_slices, 1)
+    pairs = [(net, q[:, : cs * s]) for s, net in enumerate(model.ctx or [], start=1)]
+    pairs += [(net, anchors(q[:, cs * s : cs * (s + 1)])) for s, net in enumerate(model.spatial or [])]
+    return pairs
+
+
 @torch.no_grad()
 def calibrate_ctx(model: ImageHyperprior, crops) -> tuple[list[list[float]], list[torch.Tensor]]:
-    """Largest activation of each layer of each context network, over the crops' tokens at
-    several levels, and a few token tensors to measure the integer networks' error on."""
-    cs = model.config.m // model.config.ctx_slices
-    maxes = [[0.0, 0.0, 0.0] for _ in model.ctx]
+    """Largest activation of each layer of each context network (channel, then spatial), over
+    the crops' tokens at several levels, and a few token tensors to measure the integer
+    networks' error on."""
+    maxes = [[0.0, 0.0, 0.0] for _ in context_inputs(model, torch.zeros(1, model.config.m, 2, 2))]
     samples = []
     for i, x in enumerate(crops):
         y = model.g_a(x)
@@ -102,11 +124,11 @@ def calibrate_ctx(model: ImageHyperprior, crops) -> tuple[list[list[float]], lis
             q = model.code_latents(y, mean, log_scale, torch.tensor([lv]))["q"]
             if i < 2:
                 samples.append(q)
-            for s, net in enumerate(model.ctx, start=1):
-                a = net[1](net[0](q[:, : cs * s]))
+            for mx, (net, inp) in zip(maxes, context_inputs(model, q)):
+                a = net[1](net[0](inp))
                 b = net[3](net[2](a))
                 for j, t in enumerate((a, b, net[4](b))):
-                    maxes[s - 1][j] = max(maxes[s - 1][j], t.abs().max().item())
+                    mx[j] = max(mx[j], t.abs().max().item())
     return maxes, samples
 
 
@@ -134,21 +156,24 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         got = intnet.run(layers, z) / 2**FRAC_BITS
         err = max(err, float(np.abs(ref - got).max()))
 
-    ctx_specs = []
+    specs = {"ctx_layers": [], "spatial_layers": []}
     tensors: dict[str, np.ndarray] = {}
-    if model.ctx is not None:
-        cs = model.config.m // model.config.ctx_slices
+    if model.ctx is not None or model.spatial is not None:
         ctx_max, samples = calibrate_ctx(model, crops)
-        for s, (net, mx) in enumerate(zip(model.ctx, ctx_max), start=1):
+        names = [f"ctx.{s}" for s in range(1, len(model.ctx or []) + 1)]
+        names += [f"spatial.{s}" for s in range(len(model.spatial or []))]
+        for k, (name, mx) in enumerate(zip(names, ctx_max)):
+            net = context_inputs(model, samples[0])[k][0]
             clayers, _ = intnet.quantize_layers(ctx_convs(net), mx, FRAC_BITS, **ctx_bits)
             for q in samples:
-                ref = net(q[:, : cs * s]).numpy()[0]
-                got = intnet.run(clayers, q[0, : cs * s].numpy()) / 2**FRAC_BITS
+                inp = context_inputs(model, q)[k][1]
+                ref = net(inp).numpy()[0]
+                got = intnet.run(clayers, inp[0].numpy().astype(np.int64)) / 2**FRAC_BITS
                 err = max(err, float(np.abs(ref - got).max()))
             for i, layer in enumerate(clayers):
-                tensors[f"ctx.{s}.{i}.weight"] = layer.weight.astype(np.int16)
-                tensors[f"ctx.{s}.{i}.bias"] = layer.bias.astype(np.int64)
-            ctx_specs.append([layer_spec(la) for la in clayers])
+                tensors[f"{name}.{i}.weight"] = layer.weight.astype(np.int16)
+                tensors[f"{name}.{i}.bias"] = layer.bias.astype(np.int64)
+            specs[name.split(".")[0] + "_layers"].append([layer_spec(la) for la in clayers])
     for prefix in ("g_a", "h_a", "g_s"):
         for k, v in getattr(model, prefix).state_dict().items():
             tensors[f"{prefix}.{k}"] = v.numpy().astype(np.float16)
@@ -167,7 +192,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         "codec": CODEC_ID,
         "config": model.config.to_dict(),
         "hs_layers": [layer_spec(la) for la in layers],
-        "ctx_layers": ctx_specs,
+        **specs,
         "frac_bits": FRAC_BITS,
         "scale_base_q": base,
         "scale_step_q": step,
