@@ -58,6 +58,8 @@ def test_psnr_target_is_reached(codec, photo):
     res = codec.compress(photo, psnr=target)
     got = psnr(photo, codec.decompress(res.data))
     assert got >= target
-    # and it is the smallest such file, within the search tolerance of 10 thousandths
+    # and it is the smallest such file, within the search tolerance of 10 thousandths of a
+    # level: PSNR rises with the level only to within a few thousandths of a dB (tokens move
+    # by whole steps), so a level just below may touch the target by less than 0.01 dB
     smaller = codec.pack(codec.analyse(photo), int(round(res.level * 1000)) - 11, 3)
-    assert psnr(photo, codec.decompress(smaller)) < target or len(smaller) >= len(res.data)
+    assert psnr(photo, codec.decompress(smaller)) < target + 0.01 or len(smaller) >= len(res.data)
