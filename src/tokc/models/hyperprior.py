@@ -193,6 +193,12 @@ def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
     return _LowerBound.apply(x, bound)
 
 
+def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
+    """(h, w) bool: the anchors of the spatial context, where row + column is even."""
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    return (rows[:, None] + cols[None, :]) % 2 == 0
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
@@ -273,9 +279,7 @@ class ImageHyperprior(nn.Module):
         yg, offset, ls = y * g, mean * g, log_scale + lg
         slices = max(self.config.ctx_slices, 1)
         if self.spatial is not None:
-            h, w = y.shape[2:]
-            rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
-            anchor = ((rows[:, None] + cols[None, :]) % 2 == 0).to(y.dtype)
+            anchor = checkerboard(*y.shape[2:], device=y.device).to(y.dtype)
         qs, offs, lss = [], [], []
         chunks = zip(yg.chunk(slices, 1), offset.chunk(slices, 1), ls.chunk(slices, 1))
         for s, (yg_s, off_s, ls_s) in enumerate(chunks):

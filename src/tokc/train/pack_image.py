@@ -26,6 +26,7 @@ from tokc.compress import entropy, intnet
 from tokc.models.hyperprior import (
     HyperpriorConfig,
     ImageHyperprior,
+    checkerboard,
     upgrade_state_dict,
 )
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
@@ -93,29 +94,24 @@ def calibrate(model: ImageHyperprior, crops) -> tuple[list[float], list[np.ndarr
 CTX_CALIB_LEVELS = (0.0, 1.0, 2.5, 4.0, 5.0)
 
 
-def anchors(q: torch.Tensor) -> torch.Tensor:
-    """q with its tokens off the checkerboard's anchors (row + column odd) set to 0: what a
-    slice's spatial context network reads."""
-    rows, cols = torch.arange(q.shape[2]), torch.arange(q.shape[3])
-    return q * ((rows[:, None] + cols[None, :]) % 2 == 0)
-
-
-def context_inputs(model: ImageHyperprior, q: torch.Tensor) -> list[tuple[object, torch.Tensor]]:
-    """(network, its input) of every context network, for the tokens q of a whole image:
-    the channel context of slice s reads the slices before it, the spatial context of a
-    slice reads that slice's anchors."""
+def context_inputs(model: ImageHyperprior, q: torch.Tensor) -> list[tuple[str, object, torch.Tensor]]:
+    """(name in the weights file, network, its input) of every context network, for the tokens
+    q of a whole image: the channel context of slice s reads the slices before it, the spatial
+    context of a slice reads that slice's anchor tokens (the others set to 0)."""
     cs = model.config.m // max(model.config.ctx_slices, 1)
-    pairs = [(net, q[:, : cs * s]) for s, net in enumerate(model.ctx or [], start=1)]
-    pairs += [(net, anchors(q[:, cs * s : cs * (s + 1)])) for s, net in enumerate(model.spatial or [])]
-    return pairs
+    anchor = checkerboard(*q.shape[2:])
+    return [(f"ctx.{s}", net, q[:, : cs * s]) for s, net in enumerate(model.ctx or [], start=1)] + [
+        (f"spatial.{s}", net, q[:, cs * s : cs * (s + 1)] * anchor)
+        for s, net in enumerate(model.spatial or [])
+    ]
 
 
 @torch.no_grad()
 def calibrate_ctx(model: ImageHyperprior, crops) -> tuple[list[list[float]], list[torch.Tensor]]:
-    """Largest activation of each layer of each context network (channel, then spatial), over
-    the crops' tokens at several levels, and a few token tensors to measure the integer
+    """Largest activation of each layer of each context network (in context_inputs' order),
+    over the crops' tokens at several levels, and a few token tensors to measure the integer
     networks' error on."""
-    maxes = [[0.0, 0.0, 0.0] for _ in context_inputs(model, torch.zeros(1, model.config.m, 2, 2))]
+    maxes = [[0.0, 0.0, 0.0] for _ in [*(model.ctx or []), *(model.spatial or [])]]
     samples = []
     for i, x in enumerate(crops):
         y = model.g_a(x)
@@ -124,7 +120,7 @@ def calibrate_ctx(model: ImageHyperprior, crops) -> tuple[list[list[float]], lis
             q = model.code_latents(y, mean, log_scale, torch.tensor([lv]))["q"]
             if i < 2:
                 samples.append(q)
-            for mx, (net, inp) in zip(maxes, context_inputs(model, q)):
+            for mx, (_, net, inp) in zip(maxes, context_inputs(model, q)):
                 a = net[1](net[0](inp))
                 b = net[3](net[2](a))
                 for j, t in enumerate((a, b, net[4](b))):
@@ -160,13 +156,11 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     tensors: dict[str, np.ndarray] = {}
     if model.ctx is not None or model.spatial is not None:
         ctx_max, samples = calibrate_ctx(model, crops)
-        names = [f"ctx.{s}" for s in range(1, len(model.ctx or []) + 1)]
-        names += [f"spatial.{s}" for s in range(len(model.spatial or []))]
-        for k, (name, mx) in enumerate(zip(names, ctx_max)):
-            net = context_inputs(model, samples[0])[k][0]
+        sample_inputs = [context_inputs(model, q) for q in samples]
+        for k, ((name, net, _), mx) in enumerate(zip(sample_inputs[0], ctx_max)):
             clayers, _ = intnet.quantize_layers(ctx_convs(net), mx, FRAC_BITS, **ctx_bits)
-            for q in samples:
-                inp = context_inputs(model, q)[k][1]
+            for inputs in sample_inputs:
+                inp = inputs[k][2]
                 ref = net(inp).numpy()[0]
                 got = intnet.run(clayers, inp[0].numpy().astype(np.int64)) / 2**FRAC_BITS
                 err = max(err, float(np.abs(ref - got).max()))
