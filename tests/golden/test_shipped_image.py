@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tokc.compress import image
@@ -63,3 +64,21 @@ def test_psnr_target_is_reached(codec, photo):
     # by whole steps), so a level just below may touch the target by less than 0.01 dB
     smaller = codec.pack(codec.analyse(photo), int(round(res.level * 1000)) - 11, 3)
     assert psnr(photo, codec.decompress(smaller)) < target + 0.01 or len(smaller) >= len(res.data)
+
+
+@pytest.mark.parametrize("quality", [5, 95])
+def test_integer_networks_same_in_onnxruntime_as_in_numpy(codec, photo, quality):
+    """The shipped hyper-synthesis and context networks on a real photo's tokens: ONNX Runtime's
+    float32 graphs (intnet_ort) give the integers of the numpy spec (intnet.run)."""
+    pytest.importorskip("onnxruntime")
+    from tokc.compress import intnet
+
+    w = codec.weights
+    _, _, z, c = codec.decode_tokens(codec.compress(photo, quality=quality).data)
+    cs = w.slice_channels
+    anchors = codec._parts(c.q.shape[1:])[0]
+    cases = [(w.hs, z)] + [(net, c.q[: s * cs]) for s, net in enumerate(w.ctx, 1)]
+    cases += [(net, c.q[s * cs : (s + 1) * cs] * anchors) for s, net in enumerate(w.spatial)]
+    for net, x in cases:
+        assert net.session is not None and net.exact_in_float32(x)
+        np.testing.assert_array_equal(net(x), intnet.run(net.layers, x))

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from tokc.compress import intnet
+from tokc.compress import intnet, intnet_ort
+from tokc.compress.intnet_ort import Network
 
 
 def reference_conv(layer, x):
@@ -118,3 +119,89 @@ def test_tap_sums_in_bands_equal_exact_integers(cin, cout):
     for block in (1 << 16, 15, 1):  # one pass, bands of 1-2 rows, a row at a time
         got = intnet._conv3x3(intnet.tap_matrices(w), b, x, block=block)
         np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+# --- intnet_ort: the same networks in ONNX Runtime ---
+
+
+def chain(layers, x):
+    for layer in layers:
+        x = reference_conv(layer, x)
+    return x
+
+
+def hs_like(rng):
+    """Three layers shaped like the hyper-synthesis: signed input, ReLU, two depth-to-space."""
+    return [
+        intnet.IntConv(rng.integers(-128, 129, (16, 5, 3, 3)), rng.integers(-2000, 2000, 16), 5, True, True),
+        intnet.IntConv(rng.integers(-128, 129, (24, 4, 3, 3)), rng.integers(-2000, 2000, 24),
+                       rng.integers(3, 9, 24), True, True, in_clip=255),
+        intnet.IntConv(rng.integers(-128, 129, (6, 6, 3, 3)), rng.integers(-2000, 2000, 6),
+                       np.array([-2, -1, 0, 1, 4, 7]), False, False, in_clip=255),
+    ]
+
+
+def test_network_matches_integer_reference_in_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    layers = hs_like(rng)
+    net = Network(layers, threads=1)
+    x = rng.integers(-40, 41, (5, 6, 7))
+    assert net.session is not None and net.exact_in_float32(x)  # the ONNX Runtime path
+    got = net(x)
+    assert got.shape == (6, 24, 28) and got.dtype == np.float64
+    np.testing.assert_array_equal(got.astype(np.int64), chain(layers, x))
+
+
+def test_float32_graph_is_exact_at_its_bound():
+    """Hidden layer at in_clip * l1_max == 2**24 - small, inputs at the clip, a bias that pushes
+    the sum past 2**24 (added in float64): the worst sums float32 must hold."""
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    clip, cin = 255, 64
+    w = rng.integers(-128, 129, (4, cin, 3, 3))
+    w[0] = 2**24 // clip // (9 * cin)  # every product positive, sum right below 2**24
+    first = intnet.IntConv(np.eye(cin, dtype=np.int64)[:, :, None, None] * np.pad(np.ones((1, 1)), 1)[None, None],
+                           np.zeros(cin, np.int64), 0, True, False, in_clip=clip)
+    second = intnet.IntConv(w, np.array([2**23, -5, 7, 0]), np.array([0, 3, -2, 9]), False, False, in_clip=clip)
+    assert clip * second.l1_max <= intnet.F32_EXACT < clip * second.l1_max + 2**23
+    x = np.full((cin, 4, 5), clip)
+    net = Network([first, second], threads=1)
+    assert net.session is not None and net.exact_in_float32(x)
+    np.testing.assert_array_equal(net(x).astype(np.int64), chain([first, second], x))
+
+
+def test_large_input_falls_back_to_numpy_with_the_same_integers():
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(2)
+    layers = hs_like(rng)
+    layers[0] = intnet.IntConv(layers[0].weight, layers[0].bias, 5, True, True, in_clip=2**20)
+    net = Network(layers, threads=1)
+    x = rng.integers(-40, 41, (5, 6, 7))
+    x[0, 0, 0] = 2**20  # first layer past float32's exact range
+    assert net.session is not None and not net.exact_in_float32(x)
+    np.testing.assert_array_equal(net(x).astype(np.int64), chain(layers, x))
+
+
+def test_no_session_when_a_hidden_layer_cannot_be_exact():
+    rng = np.random.default_rng(3)
+    layers = hs_like(rng)
+    layers[1] = intnet.IntConv(layers[1].weight * 100, layers[1].bias, 9, True, True, in_clip=2**12)
+    assert Network(layers).session is None
+    assert Network(hs_like(rng), accelerate=False).session is None
+    x = rng.integers(-40, 41, (5, 6, 7))
+    np.testing.assert_array_equal(Network(layers)(x).astype(np.int64), chain(layers, x))
+
+
+def test_graph_is_valid_onnx():
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load_from_string(intnet_ort.graph_bytes(hs_like(np.random.default_rng(4))))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Conv") == 3 and ops.count("DepthToSpace") == 2
+    assert model.opset_import[0].version == 13
+
+
+def test_varint_of_negative_int64():
+    assert intnet_ort._varint(-1) == b"\xff" * 9 + b"\x01"
+    assert intnet_ort._varint(300) == b"\xac\x02"

@@ -27,6 +27,7 @@ import numpy as np
 
 from tokc import format as fmt
 from tokc.compress import entropy, intnet
+from tokc.compress.intnet_ort import Network
 
 CODEC_ID = "tokc-image-v1"
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{CODEC_ID}.safetensors"
@@ -60,10 +61,10 @@ class EncodeResult:
 # --- weights ---------------------------------------------------------------------------------
 
 
-def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> list[intnet.IntConv]:
+def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> Network:
     """An integer network from the weights file: tensors {prefix}.{i}.weight / .bias and the
     meta's layer specs (shift: one or per channel; in_clip: absent in files before it)."""
-    return [
+    return Network([
         intnet.IntConv(
             tensors[f"{prefix}.{i}.weight"].astype(np.int64),
             tensors[f"{prefix}.{i}.bias"].astype(np.int64),
@@ -71,7 +72,7 @@ def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> list[intnet.Int
             int(spec.get("in_clip", 2**intnet.ACT_BITS)),
         )
         for i, spec in enumerate(specs)
-    ]
+    ])
 
 
 class ImageWeights:
@@ -277,7 +278,7 @@ class ImageCodec:
 
     # -- shared by encoder and decoder: exact integer entropy parameters --
     def _entropy_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = intnet.run(self.weights.hs, z)
+        out = self.weights.hs(z)
         m = out.shape[0] // 2
         return out[:m] / 2.0**self.weights.frac, out[m:].astype(np.int64)
 
@@ -355,12 +356,12 @@ class ImageCodec:
             ch = slice(s * cs, (s + 1) * cs)
             log_scale = log_scale_q[ch]
             if s:  # channel context: the tokens of the slices before
-                shift = intnet.run(w.ctx[s - 1], q[: s * cs])
+                shift = w.ctx[s - 1](q[: s * cs])
                 offset[ch] += shift[:cs] / frac
                 log_scale = log_scale + shift[cs:].astype(np.int64)
             for i, part in enumerate(parts):
                 if i:  # spatial context: this slice's anchor tokens
-                    shift = intnet.run(w.spatial[s], q[ch] * parts[0])
+                    shift = w.spatial[s](q[ch] * parts[0])
                     offset[ch][:, part] += shift[:cs][:, part] / frac
                     log_scale = log_scale + np.where(part, shift[cs:], 0).astype(np.int64)
                 index[ch] = self._scale_index(log_scale, level_milli, ch)

@@ -1,0 +1,155 @@
+"""The integer networks (tokc.compress.intnet) in ONNX Runtime: the same integers, faster than
+numpy on these small images (measured in the module's tests' companion, benchmarks).
+
+A 3x3 convolution whose inputs are bounded by m is exact in float32 whatever the order of its
+sums when m * (largest sum of |weights| of one output) <= 2**24: every partial sum is an
+integer that float32 holds. That holds for every hidden layer of the shipped networks at their
+input clip, and for the first layer at the tokens' actual range (checked on each call). So a
+network runs as one ONNX graph, per layer: Clip, Conv (float32, no bias), Cast to float64,
+Add bias, Mul 2**-shift, Add 1/2 (channels that shift right), Floor, Clip, Cast to float32,
+DepthToSpace; in float64 every one of these is exact. The graph is written here (a minimal
+protobuf writer: the core install has onnxruntime, not the `onnx` package) and runs on the CPU
+provider, whose convolutions are products and sums (im2col and GEMM, or NCHWc direct
+convolution; no Winograd or FFT), with bfloat16 fast math off. Otherwise the network runs in
+numpy (intnet.run), the spec; tests check that both give the same integers on the shipped
+networks.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from tokc.compress import intnet
+
+# onnx.proto enums
+FLOAT, DOUBLE = 1, 11  # TensorProto.DataType
+ATTR_INT, ATTR_INTS, ATTR_STRING = 2, 7, 3  # AttributeProto.AttributeType
+
+
+def _varint(v: int) -> bytes:
+    v &= (1 << 64) - 1  # negative int64: two's complement, ten bytes
+    out = bytearray()
+    while True:
+        out.append(v & 0x7F | (0x80 if v > 0x7F else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
+def _field(number: int, value: bytes | str | int) -> bytes:
+    """One protobuf field: a varint, or length-delimited bytes (a string, a sub-message)."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _tensor(name: str, array: np.ndarray) -> bytes:  # TensorProto, float32 or float64
+    elem, dtype = (DOUBLE, "<f8") if array.dtype == np.float64 else (FLOAT, "<f4")
+    a = np.ascontiguousarray(array, dtype=dtype)
+    return b"".join(_field(1, d) for d in a.shape) + _field(2, elem) + _field(8, name) + _field(9, a.tobytes())
+
+
+def _attribute(name: str, value: int | str | list[int]) -> bytes:  # AttributeProto
+    if isinstance(value, list):
+        return _field(1, name) + b"".join(_field(8, v) for v in value) + _field(20, ATTR_INTS)
+    if isinstance(value, str):
+        return _field(1, name) + _field(4, value) + _field(20, ATTR_STRING)
+    return _field(1, name) + _field(3, value) + _field(20, ATTR_INT)
+
+
+def _node(op: str, inputs: list[str], output: str, **attributes) -> bytes:  # NodeProto
+    return (b"".join(_field(1, i) for i in inputs) + _field(2, output) + _field(4, op)
+            + b"".join(_field(5, _attribute(k, v)) for k, v in attributes.items()))
+
+
+def _value(name: str, dims: tuple[int | str, ...]) -> bytes:  # ValueInfoProto, float32
+    shape = b"".join(_field(1, _field(1, d) if isinstance(d, int) else _field(2, d)) for d in dims)
+    return _field(1, name) + _field(2, _field(1, _field(1, FLOAT) + _field(2, shape)))
+
+
+def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
+    """The ONNX model (opset 13) of an integer network: input x (1, C, H, W), output y, both
+    float32 holding integers."""
+    nodes, inits = [], []
+
+    def const(name: str, array, dtype=np.float64) -> str:
+        inits.append(_field(5, _tensor(name, np.asarray(array, dtype))))
+        return name
+
+    x = "x"
+    for i, layer in enumerate(layers):
+        s = layer.shifts
+        per_channel = (1, -1, 1, 1)
+        ops = [
+            ("Clip", [const(f"in_lo{i}", -layer.in_clip, np.float32),
+                      const(f"in_hi{i}", layer.in_clip, np.float32)], {}),
+            ("Conv", [const(f"w{i}", layer.weight, np.float32)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+            ("Cast", [], {"to": DOUBLE}),
+            ("Add", [const(f"b{i}", layer.bias.reshape(per_channel))], {}),
+            ("Mul", [const(f"scale{i}", np.ldexp(1.0, -s).reshape(per_channel))], {}),
+            ("Add", [const(f"half{i}", np.where(s > 0, 0.5, 0.0).reshape(per_channel))], {}),
+            ("Floor", [], {}),
+            ("Clip", [const(f"lo{i}", 0 if layer.relu else -(2**intnet.ACT_BITS)),
+                      const(f"hi{i}", 2**intnet.ACT_BITS)], {}),
+            ("Cast", [], {"to": FLOAT}),
+        ]
+        if layer.shuffle:
+            ops.append(("DepthToSpace", [], {"blocksize": 2, "mode": "CRD"}))
+        for k, (op, extra, attrs) in enumerate(ops):
+            out = f"l{i}_{k}"
+            nodes.append(_field(1, _node(op, [x, *extra], out, **attrs)))
+            x = out
+    graph = (b"".join(nodes) + _field(2, "intnet") + b"".join(inits)
+             + _field(11, _value("x", (1, layers[0].weight.shape[1], "height", "width")))
+             + _field(12, _value(x, (1, "channels", "out_height", "out_width"))))
+    return _field(1, 7) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 13))
+
+
+class Network:
+    """An integer network: network(x) == intnet.run(layers, x), in ONNX Runtime where float32 is
+    exact (see the module's docstring), else in numpy (also when onnxruntime is missing or
+    `accelerate` is off)."""
+
+    def __init__(self, layers: list[intnet.IntConv], accelerate: bool = True, threads: int = 0):
+        self.layers = layers
+        self.accelerate = accelerate
+        self.threads = threads
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @cached_property
+    def session(self):
+        """The network's ONNX Runtime session, or None where it cannot be exact."""
+        hidden_exact = all(la.in_clip * la.l1_max <= intnet.F32_EXACT for la in self.layers[1:])
+        if not (self.accelerate and hidden_exact):
+            return None
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
+        # short runs with numpy between them: idle threads sleep rather than spin
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(graph_bytes(self.layers), opts, providers=["CPUExecutionProvider"])
+
+    def exact_in_float32(self, x: np.ndarray) -> bool:
+        """Whether the first layer is exact in float32 on this input (the others always are)."""
+        first = self.layers[0]
+        bound = min(float(np.abs(x).max(initial=0)), first.in_clip)
+        return bound * first.l1_max <= intnet.F32_EXACT
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x: (C, H, W) integers. Returns float64 holding integers, as intnet.run."""
+        if self.session is not None and self.exact_in_float32(x):
+            # float32 holds x exactly up to 2**24, and larger values clip to in_clip either way
+            y = self.session.run(None, {"x": np.asarray(x, np.float32)[None]})[0]
+            return y[0].astype(np.float64)
+        return intnet.run(self.layers, x)
