@@ -232,7 +232,7 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
     from tokc.metrics.image import psnr
 
     log = log or (lambda msg: None)
-    weights = ImageWeights(weights_path) if weights_path else ImageWeights()
+    weights = ImageWeights(weights_path, threads) if weights_path else ImageWeights(threads=threads)
     onnx_dir = Path(onnx_dir) if onnx_dir else Path(weights.path).parent
     rgb = split_alpha_gray(as_image(image))[0]
     h, w = rgb.shape[:2]

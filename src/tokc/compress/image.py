@@ -61,7 +61,7 @@ class EncodeResult:
 # --- weights ---------------------------------------------------------------------------------
 
 
-def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> Network:
+def int_layers(tensors: dict, prefix: str, specs: list[dict], threads: int = 0) -> Network:
     """An integer network from the weights file: tensors {prefix}.{i}.weight / .bias and the
     meta's layer specs (shift: one or per channel; in_clip: absent in files before it)."""
     return Network([
@@ -72,13 +72,14 @@ def int_layers(tensors: dict, prefix: str, specs: list[dict]) -> Network:
             int(spec.get("in_clip", 2**intnet.ACT_BITS)),
         )
         for i, spec in enumerate(specs)
-    ])
+    ], threads=threads)
 
 
 class ImageWeights:
     """Everything in the weights file, as numpy arrays; no torch needed."""
 
-    def __init__(self, path: Path = WEIGHTS):
+    def __init__(self, path: Path = WEIGHTS, threads: int = 0):
+        """threads: of the integer networks' ONNX Runtime sessions (0: ONNX Runtime's default)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -94,15 +95,15 @@ class ImageWeights:
         self.config = meta["config"]
         self.levels = int(self.config["levels"])
         self.frac = int(meta["frac_bits"])
-        self.hs = int_layers(self.tensors, "hs", meta["hs_layers"])
+        self.hs = int_layers(self.tensors, "hs", meta["hs_layers"], threads)
         # channel-wise context: one integer network per slice after the first
         self.ctx = [
-            int_layers(self.tensors, f"ctx.{s}", specs)
+            int_layers(self.tensors, f"ctx.{s}", specs, threads)
             for s, specs in enumerate(meta.get("ctx_layers", []), start=1)
         ]
         # checkerboard context: one integer network per slice (none in older files)
         self.spatial = [
-            int_layers(self.tensors, f"spatial.{s}", specs)
+            int_layers(self.tensors, f"spatial.{s}", specs, threads)
             for s, specs in enumerate(meta.get("spatial_layers", []))
         ]
         self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)
