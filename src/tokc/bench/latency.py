@@ -30,6 +30,9 @@ GPU_VARIANTS = ("torch", "torch-fp16", "onnx-fp32", "tensorrt-fp32", "tensorrt-f
 KNOWN = ("torch", "torch-fp16", "onnx-fp32", "onnx-fp16", "onnx-int8", "tensorrt-fp32",
          "tensorrt-fp16", "tensorrt-int8", "compressai")
 COMPRESSAI_QUALITY = 3  # bmshj2018-hyperprior N=128, M=192 (random weights: timing only)
+# thread pools (ONNX Runtime's, OpenMP's) spin a while after a run: a pause before each timed
+# encode and decode keeps one variant's spinning threads from slowing the next one's
+PAUSE_S = 0.2
 
 
 class Skip(Exception):
@@ -252,16 +255,19 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
     for r in range(-warmup, repeats):
         for name, v in loaded.items():
             _sync(device)
+            time.sleep(PAUSE_S)  # the last variant's idle threads stop spinning first
             t0 = time.perf_counter()
             v.encode(rgb, quality)
             _sync(device)
             t1 = time.perf_counter()
+            time.sleep(PAUSE_S)
+            t1b = time.perf_counter()
             v.decode()
             _sync(device)
             t2 = time.perf_counter()
             if r >= 0:
                 times[name][0].append(t1 - t0)
-                times[name][1].append(t2 - t1)
+                times[name][1].append(t2 - t1b)
                 times[name][2].append(getattr(v, "synthesis_s", None))
         log(f"round {r + 1 if r >= 0 else 'warm-up'}/{repeats} done")
     tokc_names = [n for n in loaded if n != "compressai"]
@@ -309,11 +315,12 @@ def to_markdown(res: LatencyResult) -> str:
         f"# tokc bench latency: {Path(res.image).name} ({res.width}×{res.height}), {res.device}, "
         f"{res.threads} threads",
         "",
-        f"Median of {res.repeats} interleaved rounds after {res.warmup} warm-up round(s); "
+        f"Median of {res.repeats} interleaved rounds after {res.warmup} warm-up round(s), a "
+        f"{PAUSE_S:g} s pause before each timed encode and decode; "
         f"tokc at -q {res.quality:g}, effort 1. Encode and decode are whole-file: transforms, "
         "integer entropy parameters and ANS coding. Speedups are decode-median ratios measured "
         "in this same run. `synthesis`: the float synthesis g_s alone, inside decode (the rest "
-        "of decode, ANS and the integer networks in numpy, is the same on every backend). "
+        "of decode, ANS and the exact integer networks, is the same code on every backend). "
         "`max px diff`: this decoder against the "
         f"{res.reference} decoder on the same file.",
         "",
