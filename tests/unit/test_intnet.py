@@ -153,22 +153,27 @@ def test_network_matches_integer_reference_in_onnxruntime():
     np.testing.assert_array_equal(got.astype(np.int64), chain(layers, x))
 
 
-def test_float32_graph_is_exact_at_its_bound():
-    """Hidden layer at in_clip * l1_max == 2**24 - small, inputs at the clip, a bias that pushes
-    the sum past 2**24 (added in float64): the worst sums float32 must hold."""
+@pytest.mark.parametrize("bias0, in_float32", [(32640, True), (2**23, False)])
+def test_float32_graph_is_exact_at_its_bound(bias0, in_float32):
+    """Hidden layer at in_clip * l1_max == 2**24 - 32,896, inputs at the clip. Output 0's bias
+    either fills the float32 bound exactly (255 * l1 + bias + the half 2**8 == 2**24: bias and
+    rescaling in float32) or pushes the sum past 2**24 (bias and rescaling in float64)."""
     pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(1)
     clip, cin = 255, 64
-    w = rng.integers(-128, 129, (4, cin, 3, 3))
+    w = rng.integers(-20, 21, (4, cin, 3, 3))
     w[0] = 2**24 // clip // (9 * cin)  # every product positive, sum right below 2**24
     first = intnet.IntConv(np.eye(cin, dtype=np.int64)[:, :, None, None] * np.pad(np.ones((1, 1)), 1)[None, None],
                            np.zeros(cin, np.int64), 0, True, False, in_clip=clip)
-    second = intnet.IntConv(w, np.array([2**23, -5, 7, 0]), np.array([0, 3, -2, 9]), False, False, in_clip=clip)
-    assert clip * second.l1_max <= intnet.F32_EXACT < clip * second.l1_max + 2**23
+    second = intnet.IntConv(w, np.array([bias0, -5, 7, 0]), np.array([9, 3, -2, 0]), False, False, in_clip=clip)
+    assert clip * second.l1_max + 32640 + 2**8 == intnet.F32_EXACT
+    assert intnet_ort.float32_rescale_exact(second) == in_float32
     x = np.full((cin, 4, 5), clip)
     net = Network([first, second], threads=1)
     assert net.session is not None and net.exact_in_float32(x)
-    np.testing.assert_array_equal(net(x).astype(np.int64), chain([first, second], x))
+    got, want = net(x).astype(np.int64), chain([first, second], x)
+    assert want[0, 1, 1] == (intnet.F32_EXACT + bias0 - 32640) >> 9  # the interior reaches the bound
+    np.testing.assert_array_equal(got, want)
 
 
 def test_large_input_falls_back_to_numpy_with_the_same_integers():

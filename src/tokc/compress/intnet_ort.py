@@ -1,15 +1,15 @@
 """The integer networks (tokc.compress.intnet) in ONNX Runtime: the same integers, faster than
-numpy on these small images (measured in the module's tests' companion, benchmarks).
+numpy on these small images.
 
 A 3x3 convolution whose inputs are bounded by m is exact in float32 whatever the order of its
 sums when m * (largest sum of |weights| of one output) <= 2**24: every partial sum is an
 integer that float32 holds. That holds for every hidden layer of the shipped networks at their
 input clip, and for the first layer at the tokens' actual range (checked on each call). So a
-network runs as one ONNX graph, per layer: Clip, Conv (float32, no bias), Cast to float64,
-Add bias, Mul 2**-shift, Add 1/2 (channels that shift right), Floor, Clip, Cast to float32,
-DepthToSpace; in float64 every one of these is exact. The graph is written here (a minimal
-protobuf writer: the core install has onnxruntime, not the `onnx` package) and runs on the CPU
-provider, whose convolutions are products and sums (im2col and GEMM, or NCHWc direct
+network runs as one ONNX graph (graph_bytes): per layer Conv, bias, rescaling by 2**-shift with
+the rounding half, Floor, Clip, DepthToSpace; the bias and rescaling in float32 where that is
+exact too, else in float64, where every one of them is exact. The graph is written here (a
+minimal protobuf writer: the core install has onnxruntime, not the `onnx` package) and runs on
+the CPU provider, whose convolutions are products and sums (im2col and GEMM, or NCHWc direct
 convolution; no Winograd or FFT), with bfloat16 fast math off. Otherwise the network runs in
 numpy (intnet.run), the spec; tests check that both give the same integers on the shipped
 networks.
@@ -71,38 +71,53 @@ def _value(name: str, dims: tuple[int | str, ...]) -> bytes:  # ValueInfoProto, 
     return _field(1, name) + _field(2, _field(1, _field(1, FLOAT) + _field(2, shape)))
 
 
+def float32_rescale_exact(layer: intnet.IntConv) -> bool:
+    """Whether the bias and the rescaling are exact in float32 too: for each output,
+    in_clip * sum|weights| + |bias| + the rounding half within 2**24."""
+    l1 = np.abs(layer.weight).reshape(len(layer.weight), -1).sum(1)
+    half = np.where(layer.shifts > 0, np.ldexp(1.0, layer.shifts - 1), 0.0)
+    return bool(np.all(layer.in_clip * l1 + np.abs(layer.bias) + half <= intnet.F32_EXACT))
+
+
 def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
     """The ONNX model (opset 13) of an integer network: input x (1, C, H, W), output y, both
-    float32 holding integers."""
+    float32 holding integers. Per layer: Conv, (v + bias) * 2**-shift + 1/2 (the half only
+    where shift > 0), Floor, Clip, optional DepthToSpace; the bias and the rescaling in float32
+    where that is exact (float32_rescale_exact), else in float64. Each Clip also applies the
+    next layer's input clip (clip(clip(v, a, b), -c, c) == clip(v, max(a, -c), min(b, c)))."""
     nodes, inits = [], []
 
-    def const(name: str, array, dtype=np.float64) -> str:
+    def const(array, dtype) -> str:
+        name = f"c{len(inits)}"
         inits.append(_field(5, _tensor(name, np.asarray(array, dtype))))
         return name
 
-    x = "x"
+    def op(name: str, *inputs: str, **attributes) -> str:
+        out = f"v{len(nodes)}"
+        nodes.append(_field(1, _node(name, list(inputs), out, **attributes)))
+        return out
+
+    per_channel = (1, -1, 1, 1)
+    top = 2**intnet.ACT_BITS
+    x = op("Clip", "x", const(-layers[0].in_clip, np.float32), const(layers[0].in_clip, np.float32))
     for i, layer in enumerate(layers):
         s = layer.shifts
-        per_channel = (1, -1, 1, 1)
-        ops = [
-            ("Clip", [const(f"in_lo{i}", -layer.in_clip, np.float32),
-                      const(f"in_hi{i}", layer.in_clip, np.float32)], {}),
-            ("Conv", [const(f"w{i}", layer.weight, np.float32)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
-            ("Cast", [], {"to": DOUBLE}),
-            ("Add", [const(f"b{i}", layer.bias.reshape(per_channel))], {}),
-            ("Mul", [const(f"scale{i}", np.ldexp(1.0, -s).reshape(per_channel))], {}),
-            ("Add", [const(f"half{i}", np.where(s > 0, 0.5, 0.0).reshape(per_channel))], {}),
-            ("Floor", [], {}),
-            ("Clip", [const(f"lo{i}", 0 if layer.relu else -(2**intnet.ACT_BITS)),
-                      const(f"hi{i}", 2**intnet.ACT_BITS)], {}),
-            ("Cast", [], {"to": FLOAT}),
-        ]
+        scale = np.ldexp(1.0, -s).reshape(per_channel)
+        half = np.where(s > 0, 0.5, 0.0).reshape(per_channel)
+        nxt = layers[i + 1].in_clip if i + 1 < len(layers) else top
+        lo, hi = max(0 if layer.relu else -top, -nxt), min(top, nxt)
+        w = const(layer.weight, np.float32)
+        if i and float32_rescale_exact(layer):
+            y = op("Conv", x, w, const(layer.bias, np.float32), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+            y = op("Floor", op("Add", op("Mul", y, const(scale, np.float32)), const(half, np.float32)))
+            x = op("Clip", y, const(lo, np.float32), const(hi, np.float32))
+        else:  # (v + b) * 2**-s + 1/2 == v * 2**-s + (b * 2**-s + 1/2), exact in float64
+            y = op("Cast", op("Conv", x, w, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), to=DOUBLE)
+            offset = layer.bias.reshape(per_channel) * scale + half
+            y = op("Floor", op("Add", op("Mul", y, const(scale, np.float64)), const(offset, np.float64)))
+            x = op("Cast", op("Clip", y, const(lo, np.float64), const(hi, np.float64)), to=FLOAT)
         if layer.shuffle:
-            ops.append(("DepthToSpace", [], {"blocksize": 2, "mode": "CRD"}))
-        for k, (op, extra, attrs) in enumerate(ops):
-            out = f"l{i}_{k}"
-            nodes.append(_field(1, _node(op, [x, *extra], out, **attrs)))
-            x = out
+            x = op("DepthToSpace", x, blocksize=2, mode="CRD")
     graph = (b"".join(nodes) + _field(2, "intnet") + b"".join(inits)
              + _field(11, _value("x", (1, layers[0].weight.shape[1], "height", "width")))
              + _field(12, _value(x, (1, "channels", "out_height", "out_width"))))
