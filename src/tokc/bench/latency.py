@@ -231,11 +231,11 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
                 onnx_dir: Path | None = None, device: str = "cpu", threads: int = 2,
                 warmup: int = 1, repeats: int = 5, quality: float = 75, note: str = "",
                 log=None) -> LatencyResult:
-    from tokc.compress.image import ImageWeights, as_image, split_alpha_gray
+    from tokc.compress.image import WEIGHTS, ImageWeights, as_image, split_alpha_gray
     from tokc.metrics.image import psnr
 
     log = log or (lambda msg: None)
-    weights = ImageWeights(weights_path, threads) if weights_path else ImageWeights(threads=threads)
+    weights = ImageWeights(weights_path or WEIGHTS, threads)
     onnx_dir = Path(onnx_dir) if onnx_dir else Path(weights.path).parent
     rgb = split_alpha_gray(as_image(image))[0]
     h, w = rgb.shape[:2]

@@ -66,10 +66,14 @@ class IntConv:
         return 0
 
     @cached_property
+    def l1(self) -> np.ndarray:
+        """Each output's sum of |weights| over all its taps: with inputs bounded by m, every
+        partial sum of that output is within m * l1."""
+        return np.abs(self.weight).reshape(len(self.weight), -1).sum(1)
+
+    @cached_property
     def l1_max(self) -> int:
-        """The largest sum of |weights| over one output's taps: with inputs bounded by m, every
-        partial sum of the convolution is within m * l1_max."""
-        return int(np.abs(self.weight).reshape(len(self.weight), -1).sum(1).max())
+        return int(self.l1.max())
 
     # operands of _conv3x3, made once per layer rather than on every run
     @cached_property

@@ -74,9 +74,8 @@ def _value(name: str, dims: tuple[int | str, ...]) -> bytes:  # ValueInfoProto, 
 def float32_rescale_exact(layer: intnet.IntConv) -> bool:
     """Whether the bias and the rescaling are exact in float32 too: for each output,
     in_clip * sum|weights| + |bias| + the rounding half within 2**24."""
-    l1 = np.abs(layer.weight).reshape(len(layer.weight), -1).sum(1)
     half = np.where(layer.shifts > 0, np.ldexp(1.0, layer.shifts - 1), 0.0)
-    return bool(np.all(layer.in_clip * l1 + np.abs(layer.bias) + half <= intnet.F32_EXACT))
+    return bool(np.all(layer.in_clip * layer.l1 + np.abs(layer.bias) + half <= intnet.F32_EXACT))
 
 
 def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
@@ -134,13 +133,11 @@ class Network:
         self.accelerate = accelerate
         self.threads = threads
 
-    def __len__(self) -> int:
-        return len(self.layers)
-
     @cached_property
     def session(self):
         """The network's ONNX Runtime session, or None where it cannot be exact."""
-        hidden_exact = all(la.in_clip * la.l1_max <= intnet.F32_EXACT for la in self.layers[1:])
+        # f32_taps == 9: the whole sum at in_clip within 2**24 (intnet's float32 bound)
+        hidden_exact = all(la.f32_taps == 9 for la in self.layers[1:])
         if not (self.accelerate and hidden_exact):
             return None
         try:
