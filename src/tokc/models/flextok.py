@@ -15,10 +15,8 @@ What is here:
   ``_target_`` class path (it checks an allow-list first). :func:`read_config` parses the same
   text into plain literals (:mod:`tokc.models.metadata`) and reads sizes out of it; a
   ``_target_`` is only ever a string that is compared, never imported.
-- **FSQ** (:class:`FSQ`): levels (8, 8, 8, 5, 5, 5) → 64 000 codes of 6 dims, through
-  :func:`tokc.kernels.fsq_quantize` (bound: tanh(z + shift)·half_l − offset, round half to
-  even, codes = q / ⌊L/2⌋; index = Σ digit_i·Π_{j<i} L_j, first dimension least significant),
-  with ``codes_to_indices`` / ``indices_to_codes``.
+- **FSQ** (:class:`tokc.quantizers.fsq.FSQ`): levels (8, 8, 8, 5, 5, 5) → 64 000 codes of 6
+  dims, with ``codes_to_indices`` / ``indices_to_codes``.
 - **The rest of the tokenizer**, each structure built from the config's ``module_dict``
   sections read as data, official key names: the rectified-flow decoder and decoding through
   :func:`tokc.kernels.flow_decode` with CFG or APG (the official APG momentum carried in the
@@ -35,9 +33,11 @@ released config.json was not available to read; the wiring follows the official 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tokc.quantizers.fsq import FSQ, LEVELS_64K
 
 from .checkpoints import CheckpointError, resolve
 from .checkpoints import read_config as _read_json
@@ -54,7 +54,7 @@ __all__ = [
     "load_vae",
 ]
 
-FLEXTOK_LEVELS = (8, 8, 8, 5, 5, 5)
+FLEXTOK_LEVELS = LEVELS_64K
 
 
 @dataclass(frozen=True)
@@ -155,45 +155,6 @@ def read_raw_config(path: str | Path) -> dict:
     if not meta:
         raise CheckpointError(f"{weights}: no config.json and no safetensors metadata")
     return meta
-
-
-# -- FSQ --------------------------------------------------------------------------------------
-class FSQ:
-    """FlexTok's finite scalar quantizer (no parameters) on :mod:`tokc.kernels.fsq`."""
-
-    def __init__(self, levels: Sequence[int] = FLEXTOK_LEVELS):
-        self.levels = tuple(int(v) for v in levels)
-        if not self.levels or min(self.levels) < 2:
-            raise ValueError(f"levels must be integers >= 2, got {list(levels)}")
-
-    @property
-    def codebook_size(self) -> int:
-        return math.prod(self.levels)
-
-    @property
-    def dim(self) -> int:
-        return len(self.levels)
-
-    def quantize(self, z, impl: str | None = None):
-        """z (..., 6) -> (codes (..., 6) in [−1, 1], indices (...) int64 in [0, 64000))."""
-        from tokc.kernels import fsq_quantize
-
-        return fsq_quantize(z, self.levels, impl=impl)
-
-    def codes_to_indices(self, codes):
-        from tokc.kernels import fsq_codes_to_indices
-
-        return fsq_codes_to_indices(codes, self.levels)
-
-    def indices_to_codes(self, indices, dtype=None, impl: str | None = None):
-        import torch
-
-        from tokc.kernels import fsq_indices_to_codes
-
-        if indices.dtype.is_floating_point or (indices.numel() and not (
-                0 <= int(indices.min()) and int(indices.max()) < self.codebook_size)):
-            raise ValueError(f"indices must be integers in [0, {self.codebook_size})")
-        return fsq_indices_to_codes(indices, self.levels, dtype or torch.float32, impl=impl)
 
 
 def load(folder_or_file: str | Path, arch: str | None = None):

@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tokc.quantizers.fsq import FSQ, LEVELS_64K
+
 from . import flextok_blocks as blocks
 from .flextok_blocks import sincos_2d_posemb
 
@@ -475,11 +477,9 @@ class FlexTokModel(nn.Module):
     :meth:`encode` / :meth:`encode_latents` give token indices.
     """
 
-    def __init__(self, spec: DecoderSpec, levels: Sequence[int] = (8, 8, 8, 5, 5, 5), vae_spec=None,
+    def __init__(self, spec: DecoderSpec, levels: Sequence[int] = LEVELS_64K, vae_spec=None,
                  encoder_spec=None, vae_encoder: bool = False, sample_posterior: bool = True):
         super().__init__()
-        from .flextok import FSQ
-
         self.fsq = FSQ(levels)
         if self.fsq.dim != spec.code_dim:
             raise ValueError(f"FSQ has {self.fsq.dim} dims, the decoder expects {spec.code_dim}")

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokc.quantizers.vq import VectorQuantizer
+
 from .vit import ResidualAttentionBlock, ViTSize, vit_size
 
 __all__ = [
@@ -250,41 +252,6 @@ class TiTokDecoder(nn.Module):
         p = self.patch  # depth-to-space: channel (p1 * p + p2) * 3 + c, colour fastest
         x = x.reshape(b, p, p, 3, gh, gw).permute(0, 3, 4, 1, 5, 2).reshape(b, 3, gh * p, gw * p)
         return self.conv_out(x)
-
-
-class VectorQuantizer(nn.Module):
-    """The TiTok VQ: argmin of ||z||^2 + ||e||^2 - 2 z.e (optionally on L2-normalised z and e)."""
-
-    def __init__(self, codebook_size: int, token_size: int, use_l2_norm: bool):
-        super().__init__()
-        self.use_l2_norm = use_l2_norm
-        self.embedding = nn.Embedding(codebook_size, token_size)
-
-    def _codebook(self) -> torch.Tensor:
-        e = self.embedding.weight
-        return F.normalize(e, dim=-1) if self.use_l2_norm else e
-
-    def codes_to_indices(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, C, 1, N) -> indices (B, 1, N) int64 (first index wins ties).
-
-        Runs ``tokc.kernels.vq_lookup`` (Triton on CUDA, the torch reference elsewhere and
-        whenever a graph is traced for export): cosine for the L2-normalised VQ, Euclidean
-        otherwise. The official ``|z|^2 + |e|^2 - 2 z.e`` has the same argmin; the kernel drops
-        the per-row constant ``|z|^2`` (and, for cosine, uses ``-z.e``), which can only change
-        an index on a tie at rounding level (the parity fixtures' smallest margins are far above).
-        """
-        from tokc.kernels.vq_lookup import vq_lookup
-
-        b, c, h, n = z.shape
-        flat = z.float().permute(0, 2, 3, 1).reshape(-1, c)
-        metric = "cosine" if self.use_l2_norm else "euclidean"
-        return vq_lookup(flat, self.embedding.weight, metric).reshape(b, h, n)
-
-    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """indices (B, 1, k) -> codebook vectors (B, C, 1, k) (normalised when use_l2_norm)."""
-        b, h, k = indices.shape
-        codes = F.embedding(indices.reshape(b, h * k), self._codebook())  # (B, hk, C)
-        return codes.reshape(b, h, k, -1).permute(0, 3, 1, 2)
 
 
 class _Conv2dSame(nn.Conv2d):

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tokc.quantizers.vq import EuclideanVQ
+
 ARCH = "wavtokenizer"
 _FE = "feature_extractor.encodec."
 
@@ -338,47 +340,6 @@ class ISTFTHead(nn.Module):
 
 
 # ------------------------------------------------------------------------------ model
-
-
-class _Codebook(nn.Module):
-    def __init__(self, bins: int, dim: int):
-        super().__init__()
-        self.register_buffer("embed", torch.zeros(bins, dim))
-
-
-class _VQLayer(nn.Module):
-    def __init__(self, bins: int, dim: int):
-        super().__init__()
-        self._codebook = _Codebook(bins, dim)
-
-
-class EuclideanVQ(nn.Module):
-    """EMA codebooks (buffers ``vq.layers.<i>._codebook.embed``); lookup only."""
-
-    def __init__(self, n_q: int, bins: int, dim: int):
-        super().__init__()
-        self.vq = nn.Module()
-        self.vq.layers = nn.ModuleList([_VQLayer(bins, dim) for _ in range(n_q)])
-
-    def codes_to_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D, T) latents -> int64 (1, B, T) with the first codebook (n_q = 1 as encode_infer)."""
-        b, d, t = x.shape
-        e = self.vq.layers[0]._codebook.embed
-        flat = x.transpose(1, 2).reshape(b * t, d)
-        # VQ kernel dispatch (Triton on CUDA, the torch reference on CPU and while exporting).
-        # It drops the per-row constant |x|^2 of the official -(|x|^2 - 2 x.e + |e|^2), which
-        # can only change an index on a tie at rounding level.
-        from tokc.kernels.vq_lookup import vq_lookup
-
-        return vq_lookup(flat, e, "euclidean").reshape(1, b, t)
-
-    def indices_to_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """int64 (n_q, B, T) -> features (B, D, T): the codebook rows (summed over layers)."""
-        out = None
-        for i in range(codes.shape[0]):
-            q = F.embedding(codes[i], self.vq.layers[i]._codebook.embed).transpose(1, 2)
-            out = q if out is None else out + q
-        return out
 
 
 class _Encodec(nn.Module):
