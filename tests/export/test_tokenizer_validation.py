@@ -79,7 +79,7 @@ def test_masked_decode_equals_prefix_decode():
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     tokens = torch.randint(0, 16, (2, 1, 6))
-    masked = tk.MaskedDecodeGraph(model).eval()
+    masked = titok.MaskedDecodeGraph(model).eval()
     with torch.no_grad():
         got = masked(tokens, torch.tensor([2, 6]))
         for i, k in enumerate((2, 6)):

@@ -124,7 +124,9 @@ def test_load_reports_key_problems(tmp_path):
 @pytest.mark.slow
 def test_onnx_export_matches_fixture(model, io, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    enc, dec = wetok.export_onnx(model, tmp_path, 64, 64)
+    from tokc.export.tokenizers import write_graphs
+
+    enc, dec = (path for _, path in write_graphs(model, model.arch, tmp_path))
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     idx, lat = ort.InferenceSession(str(enc), so).run(None, {"image": io["image"]})

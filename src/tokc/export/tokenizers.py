@@ -11,6 +11,8 @@ tolerance, the sha256 of the weights file and the validation of each graph again
 a shape different from the traced one: names, then shapes, then token indices (exactly), then
 values (max abs / rel error); each failure is its own error class.
 
+Each model module describes its own graphs (``onnx_graphs``, :mod:`tokc.models.graphs`) and
+what their axes accept (``onnx_constraints``); this module traces, validates and writes them.
 The quantizer lookups go through ``tokc.kernels`` whose dispatch picks the plain-torch
 reference while a graph is traced, so no graph ever contains a Triton kernel.
 
@@ -29,7 +31,8 @@ One-D-Piece decoding of a k-token prefix has two graph forms (``token_axis``):
 
 The WavTokenizer encoder takes any number of samples (>= 8 hops): the SEANet convolutions are
 traced with symbolic lengths, the LSTM (which torch.onnx would unroll over the traced length)
-is written as ONNX LSTM nodes, and the three pieces are joined with ``onnx.compose``.
+is written as ONNX LSTM nodes, and the three pieces are joined with ``onnx.compose``
+(``tokc.models.wavtokenizer._encoder_onnx``, handed this module's tracer).
 """
 
 from __future__ import annotations
@@ -41,18 +44,24 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-ARCHS = ("one-d-piece", "titok-vq", "wavtokenizer", "wetok")
+from tokc.models import titok, wavtokenizer, wetok
+from tokc.models.graphs import Graph
+
+MODULES = {  # arch -> the model module with onnx_graphs(model, token_axis), onnx_constraints(model)
+    "one-d-piece": titok,
+    "titok-vq": titok,
+    "wavtokenizer": wavtokenizer,
+    "wetok": wetok,
+}
+ARCHS = tuple(MODULES)
 TOKEN_AXES = ("dynamic", "masked")
 OPSET = 18
 TOLERANCE = (1e-3, 1e-3)  # pass when max |onnx - torch| <= atol + rtol * max |torch|
-TRACED_BATCH, CHECK_BATCH = 2, 1
 
 
 class TokenizerExportError(RuntimeError):
@@ -75,20 +84,10 @@ class ValueMismatchError(TokenizerExportError):
     """At the validation shape, float outputs differ from PyTorch's beyond the tolerance."""
 
 
-@dataclass(frozen=True)
-class Graph:
-    """One graph to export: the module, its named inputs/outputs with symbolic shapes."""
-
-    part: str  # "encoder" | "decoder"
-    module: object
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    input_shapes: tuple[tuple, ...]  # per input: ints and axis names
-    output_shapes: tuple[tuple, ...]
-    traced: tuple  # example inputs (torch tensors) for tracing
-    dynamic_shapes: tuple  # torch.export Dims per input
-    checked: tuple  # validation inputs (numpy), a shape other than the traced one
-    build: object = None  # optional (path, opset) -> None writing the graph instead of tracing
+def _module(arch: str):
+    if arch not in MODULES:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    return MODULES[arch]
 
 
 def _sha256(path: Path) -> str:
@@ -97,260 +96,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# -- One-D-Piece / TiTok VQ -------------------------------------------------------------------
-def _titok_graphs(model, token_axis: str) -> list[Graph]:
-    from torch.export import Dim
-
-    from tokc.models import titok
-
-    cfg = model.config
-    h, w = cfg.image_size
-    n = cfg.num_latent_tokens
-    gen = torch.Generator().manual_seed(0)
-    rng = np.random.default_rng(1)
-    batch = Dim("batch", min=1, max=1024)
-    enc = Graph(
-        "encoder", titok._EncodeGraph(model).eval(), ("image",), ("tokens",),
-        (("batch", 3, h, w),), (("batch", 1, n),),
-        (torch.rand(TRACED_BATCH, 3, h, w, generator=gen),), ({0: batch},),
-        (rng.random((CHECK_BATCH, 3, h, w), dtype=np.float32),),
-    )
-    traced_tokens = torch.randint(0, cfg.codebook_size, (TRACED_BATCH, 1, n), generator=gen)
-    if not cfg.legacy:
-        dec = Graph(
-            "decoder", titok._DecodeGraph(model).eval(), ("tokens",), ("image",),
-            (("batch", 1, n),), (("batch", 3, h, w),),
-            (traced_tokens,), ({0: batch},),
-            (rng.integers(0, cfg.codebook_size, (CHECK_BATCH, 1, n), dtype=np.int64),),
-        )
-        return [enc, dec]
-    k = max(1, n // 2 - 1) if n > 1 else 1  # validated prefix, != the traced n
-    check_tokens = rng.integers(0, cfg.codebook_size, (CHECK_BATCH, 1, n), dtype=np.int64)
-    if token_axis == "masked":
-        dec = Graph(
-            "decoder", MaskedDecodeGraph(model).eval(), ("tokens", "num_tokens"), ("image",),
-            (("batch", 1, n), ("batch",)), (("batch", 3, h, w),),
-            (traced_tokens, torch.tensor([n, max(1, n // 3)], dtype=torch.int64)),
-            ({0: batch}, {0: batch}),
-            (check_tokens, np.full((CHECK_BATCH,), k, dtype=np.int64)),
-        )
-    else:
-        dims: dict[int, object] = {0: batch}
-        if n > 1:
-            dims[2] = Dim("tokens", min=1, max=n)
-        dec = Graph(
-            "decoder", titok._DecodeGraph(model).eval(), ("tokens",), ("image",),
-            (("batch", 1, "tokens"),), (("batch", 3, h, w),),
-            (traced_tokens,), (dims,),
-            (np.ascontiguousarray(check_tokens[:, :, :k]),),
-        )
-    return [enc, dec]
-
-
-class MaskedDecodeGraph(nn.Module):
-    """One-D-Piece decode of a prefix with a fixed N-slot token axis and an attention mask."""
-
-    def __init__(self, model):
-        super().__init__()
-        if not model.config.legacy:
-            raise ValueError("the masked token axis is for One-D-Piece / legacy TiTok only")
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        dec = m.decoder
-        zq = m.indices_to_codes(tokens)  # (B, C, 1, N)
-        b, c, hh, n = zq.shape
-        gh, gw = dec.grid
-        x = dec.decoder_embed(zq.reshape(b, c * hh, n).transpose(1, 2))
-        x = x + dec.latent_token_positional_embedding[:n]
-        cls = dec.class_embedding.unsqueeze(0).expand(b, -1, -1)
-        masks = dec.mask_token.expand(b, gh * gw, -1)
-        prefix = torch.cat([cls, masks], dim=1) + dec.positional_embedding
-        x = dec.ln_pre(torch.cat([prefix, x], dim=1))
-        slots = torch.arange(n, device=tokens.device).unsqueeze(0)
-        dropped = slots >= num_tokens.reshape(-1, 1)  # (B, N)
-        keep_prefix = torch.zeros(b, 1 + gh * gw, device=x.device, dtype=torch.bool)
-        dropped = torch.cat([keep_prefix, dropped], dim=1)
-        bias = torch.zeros(dropped.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(dropped, float("-inf")).reshape(b, 1, 1, -1)
-        for block in dec.transformer:
-            x = x + block.attn(block.ln_1(x), bias)
-            x = x + block.mlp(block.ln_2(x))
-        x = dec.ln_post(x[:, 1 : 1 + gh * gw])
-        x = dec.ffn(x.transpose(1, 2).reshape(b, dec.width, gh, gw))
-        return m.pixel_decoder(m.pixel_quantized_states(x))
-
-
-# -- WavTokenizer -----------------------------------------------------------------------------
-def _wavtokenizer_graphs(model) -> list[Graph]:
-    from torch.export import Dim
-
-    from tokc.models import wavtokenizer as wt
-
-    cfg = model.config
-    hop = cfg.hop
-    batch = Dim("batch", min=1, max=1024)
-    rng = np.random.default_rng(1)
-    gen = torch.Generator().manual_seed(0)
-    traced, checked = 24 * hop, 17 * hop + 123  # samples; any length >= MIN_SAMPLES_HOPS * hop
-    enc = Graph(
-        "encoder", wt.EncoderGraph(model).eval(), ("audio",), ("codes", "latents"),
-        (("batch", "samples"),), ((1, "batch", "frames"), ("batch", cfg.dimension, "frames")),
-        (0.1 * torch.randn(TRACED_BATCH, traced, generator=gen),), (),
-        ((0.1 * rng.standard_normal((CHECK_BATCH, checked))).astype(np.float32),),
-        build=lambda path, opset: _wavtokenizer_encoder(model, path, opset),
-    )
-    f = Dim("frames", min=2, max=100000)
-    dec = Graph(
-        "decoder", wt.DecoderGraph(model, model.bandwidth_id).eval(), ("codes",), ("audio",),
-        ((1, "batch", "frames"),), (("batch", f"{hop}*frames"),),
-        (torch.randint(0, cfg.codebook_size, (1, TRACED_BATCH, 16), generator=gen),),
-        ({1: batch, 2: f},),
-        (rng.integers(0, cfg.codebook_size, (1, CHECK_BATCH, 11), dtype=np.int64),),
-    )
-    return [enc, dec]
-
-
-MIN_SAMPLES_HOPS = 8  # the encoder graph takes at least 8 hops of audio (SEANet's reflect pads)
-
-
-class _Seq(nn.Module):
-    def __init__(self, layers, quantizer=None, unsqueeze=False):
-        super().__init__()
-        self.layers = nn.Sequential(*layers)
-        self.quantizer = quantizer
-        self.unsqueeze = unsqueeze
-
-    def forward(self, x: torch.Tensor):
-        y = self.layers(x.unsqueeze(1) if self.unsqueeze else x)
-        if self.quantizer is None:
-            return y
-        return self.quantizer.codes_to_indices(y), y
-
-
-def _lstm_onnx(slstm, ir_version: int, opset: int):
-    """The SEANet LSTM (with its skip) as ONNX LSTM nodes: (B, C, T) 'pre' -> 'post', any T.
-
-    torch.onnx unrolls nn.LSTM over the traced length, so the loop is written here as ONNX's own
-    LSTM op (gates reordered from torch's i, f, g, o to ONNX's i, o, f, c)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    lstm = slstm.lstm
-    hid = lstm.hidden_size
-    order = [0, 3, 1, 2]
-    nodes = [helper.make_node("Transpose", ["pre"], ["lstm_seq"], perm=[2, 0, 1])]
-    inits = [numpy_helper.from_array(np.array([1], dtype=np.int64), "lstm_axis1")]
-    x = "lstm_seq"
-    for layer in range(lstm.num_layers):
-        def blocks(t):
-            t = t.detach().float().numpy().reshape(4, hid, *t.shape[1:])
-            return np.concatenate([t[i] for i in order], 0)
-
-        w = blocks(getattr(lstm, f"weight_ih_l{layer}"))[None]
-        r = blocks(getattr(lstm, f"weight_hh_l{layer}"))[None]
-        b = np.concatenate([blocks(getattr(lstm, f"bias_ih_l{layer}")),
-                            blocks(getattr(lstm, f"bias_hh_l{layer}"))])[None]
-        names = [f"lstm_w{layer}", f"lstm_r{layer}", f"lstm_b{layer}"]
-        inits += [numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), n)
-                  for v, n in zip((w, r, b), names, strict=True)]
-        nodes.append(helper.make_node("LSTM", [x, *names], [f"lstm_y{layer}"], hidden_size=hid))
-        nodes.append(helper.make_node("Squeeze", [f"lstm_y{layer}", "lstm_axis1"], [f"lstm_h{layer}"]))
-        x = f"lstm_h{layer}"
-    nodes.append(helper.make_node("Add", [x, "lstm_seq"], ["lstm_sum"]))
-    nodes.append(helper.make_node("Transpose", ["lstm_sum"], ["post"], perm=[1, 2, 0]))
-    c = lstm.input_size
-    graph = helper.make_graph(
-        nodes, "slstm", [helper.make_tensor_value_info("pre", TensorProto.FLOAT, ["batch", c, "frames"])],
-        [helper.make_tensor_value_info("post", TensorProto.FLOAT, ["batch", c, "frames"])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
-
-
-def _rename(model, old: str, new: str) -> None:
-    g = model.graph
-    for v in list(g.input) + list(g.output):
-        if v.name == old:
-            v.name = new
-    for node in g.node:
-        node.input[:] = [new if n == old else n for n in node.input]
-        node.output[:] = [new if n == old else n for n in node.output]
-
-
-def _wavtokenizer_encoder(model, path: Path, opset: int) -> None:
-    """audio (batch, samples) -> codes, latents with the number of samples dynamic: the SEANet
-    convolutions before and after the LSTM are traced with symbolic lengths (their reflect
-    padding is computed in the graph) and joined to the LSTM written as ONNX LSTM nodes."""
-    import onnx
-    from onnx import compose
-    from torch.export import Dim
-
-    from tokc.models.wavtokenizer import SLSTM
-
-    layers = list(model.encoder.model)
-    i = next(j for j, layer in enumerate(layers) if isinstance(layer, SLSTM))
-    hop = model.config.hop
-    batch = Dim("batch", min=1, max=1024)
-    samples = Dim("samples", min=MIN_SAMPLES_HOPS * hop, max=1 << 26)
-    frames = Dim("frames", min=4, max=1 << 20)
-    gen = torch.Generator().manual_seed(0)
-    audio = 0.1 * torch.randn(TRACED_BATCH, 24 * hop, generator=gen)
-    with torch.no_grad():
-        pre = _Seq(layers[:i], unsqueeze=True)(audio)
-    front = _Seq(layers[:i], unsqueeze=True).eval()
-    back = _Seq(layers[i + 1 :], quantizer=model.quantizer).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        f_path, b_path = Path(tmp) / "front.onnx", Path(tmp) / "back.onnx"
-        _export(front, (audio,), ["audio"], ["pre"], ({0: batch, 1: samples},), f_path, opset)
-        _export(back, (pre,), ["post"], ["codes", "latents"], ({0: batch, 2: frames},), b_path, opset)
-        f_model, b_model = onnx.load(str(f_path)), onnx.load(str(b_path))
-    f_model = compose.add_prefix(f_model, "front/")
-    b_model = compose.add_prefix(b_model, "back/")
-    mid = _lstm_onnx(layers[i], f_model.ir_version, opset)
-    mid = compose.add_prefix(mid, "lstm/")
-    merged = compose.merge_models(f_model, mid, io_map=[("front/pre", "lstm/pre")])
-    merged = compose.merge_models(merged, b_model, io_map=[("lstm/post", "back/post")])
-    for old, new in (("front/audio", "audio"), ("back/codes", "codes"), ("back/latents", "latents")):
-        _rename(merged, old, new)
-    onnx.checker.check_model(merged)
-    onnx.save(merged, str(path))
-
-
-# -- WeTok ------------------------------------------------------------------------------------
-def _wetok_graphs(model) -> list[Graph]:
-    from torch.export import Dim
-
-    from tokc.models import wetok
-
-    cfg = model.config
-    f = model.downsample_factor
-    g = cfg.num_codebooks
-    batch = Dim("batch", min=1, max=1024)
-    h = Dim("height", min=1, max=4096)
-    w = Dim("width", min=1, max=4096)
-    rng = np.random.default_rng(1)
-    gen = torch.Generator().manual_seed(0)
-    th, tw = 4, 3  # traced latent grid; validated at 3 x 5
-    ch, cw = 3, 5
-    fh, fw = f"{f}*height", f"{f}*width"
-    enc = Graph(
-        "encoder", wetok.EncoderGraph(model).eval(), ("image",), ("indices", "latents"),
-        (("batch", cfg.in_channels, fh, fw),),
-        (("batch", "height", "width", g), ("batch", cfg.z_channels, "height", "width")),
-        (torch.rand(TRACED_BATCH, cfg.in_channels, th * f, tw * f, generator=gen) * 2 - 1,),
-        ({0: batch, 2: f * h, 3: f * w},),
-        ((rng.random((CHECK_BATCH, cfg.in_channels, ch * f, cw * f), dtype=np.float32) * 2 - 1),),
-    )
-    n = 2 ** cfg.codebook_bits
-    dec = Graph(
-        "decoder", wetok.DecoderGraph(model).eval(), ("indices",), ("image",),
-        (("batch", "height", "width", g),), (("batch", cfg.out_ch, fh, fw),),
-        (torch.randint(0, n, (TRACED_BATCH, th, tw, g), generator=gen),),
-        ({0: batch, 1: h, 2: w},),
-        (rng.integers(0, n, (CHECK_BATCH, ch, cw, g), dtype=np.int64),),
-    )
-    return [enc, dec]
 
 
 # -- tracing and validation -------------------------------------------------------------------
@@ -389,7 +134,7 @@ def _export(module, args, inputs, outputs, dynamic_shapes, path: Path, opset: in
 
 def trace(graph: Graph, path: Path, opset: int) -> None:
     if graph.build is not None:
-        graph.build(path, opset)
+        graph.build(path, opset, _export)
     else:
         _export(graph.module, graph.traced, graph.inputs, graph.outputs, graph.dynamic_shapes,
                 path, opset)
@@ -434,28 +179,23 @@ def validate(path: Path, graph: Graph, tolerance: tuple[float, float] = TOLERANC
 
 
 def graphs_for(model, arch: str, token_axis: str = "dynamic") -> list[Graph]:
-    if arch in ("one-d-piece", "titok-vq"):
-        return _titok_graphs(model, token_axis)
-    if arch == "wavtokenizer":
-        return _wavtokenizer_graphs(model)
-    if arch == "wetok":
-        return _wetok_graphs(model)
-    raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    return _module(arch).onnx_graphs(model, token_axis)
 
 
 def constraints(model, arch: str) -> dict:
     """What the dynamic axes accept, for the sidecar."""
-    if arch in ("one-d-piece", "titok-vq"):
-        cfg = model.config
-        return {"image_size": list(cfg.image_size), "num_tokens": cfg.num_latent_tokens,
-                "codebook_size": cfg.codebook_size, "image_range": [0.0, 1.0],
-                "decoder_tokens": f"1..{cfg.num_latent_tokens}" if cfg.legacy else cfg.num_latent_tokens}
-    if arch == "wavtokenizer":
-        return {"sample_rate": model.config.sample_rate, "hop": model.config.hop,
-                "min_samples": MIN_SAMPLES_HOPS * model.config.hop, "min_frames": 2,
-                "codebook_size": model.config.codebook_size}
-    return {"spatial_multiple": model.downsample_factor, "image_range": [-1.0, 1.0],
-            "bits_per_group": model.config.codebook_bits, "groups": model.config.num_codebooks}
+    return _module(arch).onnx_constraints(model)
+
+
+def write_graphs(model, arch: str, out_dir: str | Path, opset: int = OPSET,
+                 token_axis: str = "dynamic") -> list[tuple[Graph, Path]]:
+    """Trace each of the model's graphs to ``out_dir/<arch>.<part>.onnx`` (not validated)."""
+    written = []
+    for graph in graphs_for(model, arch, token_axis):
+        path = Path(out_dir) / f"{arch}.{graph.part}.onnx"
+        trace(graph, path, opset)
+        written.append((graph, path))
+    return written
 
 
 def file_names(arch: str) -> list[str]:
@@ -470,8 +210,7 @@ def export_tokenizer(arch: str, checkpoint: str | Path, out_dir: str | Path, ops
     from tokc.models import load_pretrained
     from tokc.models.checkpoints import resolve
 
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    _module(arch)  # an unknown arch fails here, before anything is loaded
     if token_axis not in TOKEN_AXES:
         raise ValueError(f"token_axis must be one of {TOKEN_AXES}, got {token_axis!r}")
     if token_axis == "masked" and arch != "one-d-piece":
@@ -494,16 +233,14 @@ def export_tokenizer(arch: str, checkpoint: str | Path, out_dir: str | Path, ops
         sidecar["token_axis"] = token_axis
     names = file_names(arch)
     with tempfile.TemporaryDirectory(prefix=".tokc-export-", dir=out_dir) as tmp:
-        for graph, name in zip(graphs_for(model, arch, token_axis), names, strict=False):
-            path = Path(tmp) / name
-            trace(graph, path, opset)
+        for graph, path in write_graphs(model, arch, tmp, opset, token_axis):
             checked = validate(path, graph)
             dynamic = {}
             for io_name, shape in zip(graph.inputs + graph.outputs,
                                       graph.input_shapes + graph.output_shapes, strict=True):
                 dynamic[io_name] = {str(i): s for i, s in enumerate(shape) if isinstance(s, str)}
             sidecar["graphs"][graph.part] = {
-                "file": name,
+                "file": path.name,
                 "inputs": [{"name": n, "shape": list(s)}
                            for n, s in zip(graph.inputs, graph.input_shapes, strict=True)],
                 "outputs": [{"name": n, "shape": list(s)}

@@ -23,12 +23,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tokc.quantizers.vq import VectorQuantizer
 
+from .graphs import CHECK_BATCH, TRACED_BATCH, Graph, batch_dim
 from .vit import ResidualAttentionBlock, ViTSize, vit_size
 
 __all__ = [
@@ -37,7 +39,8 @@ __all__ = [
     "TiTokConfig",
     "TiTok",
     "load",
-    "export_onnx",
+    "onnx_graphs",
+    "onnx_constraints",
 ]
 
 ARCHS = ("one-d-piece", "titok-vq")
@@ -461,49 +464,93 @@ class _DecodeGraph(nn.Module):
         return m.decode_latent(m.indices_to_codes(tokens))
 
 
-def export_onnx(model: TiTok, directory: str | Path, opset: int = 18) -> tuple[Path, Path]:
-    """Export ``encoder.onnx`` (image -> tokens) and ``decoder.onnx`` (tokens -> image).
+class MaskedDecodeGraph(nn.Module):
+    """One-D-Piece decode of a prefix with a fixed N-slot token axis and an attention mask."""
 
-    Batch is dynamic in both; the decoder's token axis is dynamic (1..N) for legacy models
-    (One-D-Piece prefix decoding) and fixed at N for TiTok VQ.
-    """
+    def __init__(self, model: TiTok):
+        super().__init__()
+        if not model.config.legacy:
+            raise ValueError("the masked token axis is for One-D-Piece / legacy TiTok only")
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, num_tokens: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        dec = m.decoder
+        zq = m.indices_to_codes(tokens)  # (B, C, 1, N)
+        b, c, hh, n = zq.shape
+        gh, gw = dec.grid
+        x = dec.decoder_embed(zq.reshape(b, c * hh, n).transpose(1, 2))
+        x = x + dec.latent_token_positional_embedding[:n]
+        cls = dec.class_embedding.unsqueeze(0).expand(b, -1, -1)
+        masks = dec.mask_token.expand(b, gh * gw, -1)
+        prefix = torch.cat([cls, masks], dim=1) + dec.positional_embedding
+        x = dec.ln_pre(torch.cat([prefix, x], dim=1))
+        slots = torch.arange(n, device=tokens.device).unsqueeze(0)
+        dropped = slots >= num_tokens.reshape(-1, 1)  # (B, N)
+        keep_prefix = torch.zeros(b, 1 + gh * gw, device=x.device, dtype=torch.bool)
+        dropped = torch.cat([keep_prefix, dropped], dim=1)
+        bias = torch.zeros(dropped.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(dropped, float("-inf")).reshape(b, 1, 1, -1)
+        for block in dec.transformer:
+            x = x + block.attn(block.ln_1(x), bias)
+            x = x + block.mlp(block.ln_2(x))
+        x = dec.ln_post(x[:, 1 : 1 + gh * gw])
+        x = dec.ffn(x.transpose(1, 2).reshape(b, dec.width, gh, gw))
+        return m.pixel_decoder(m.pixel_quantized_states(x))
+
+
+def onnx_graphs(model: TiTok, token_axis: str = "dynamic") -> list[Graph]:
+    """image (batch, 3, H, W) -> tokens (batch, 1, N) and back. The decoder of a legacy model
+    (One-D-Piece) takes a prefix: ``dynamic`` tokens (batch, 1, 1..N), or ``masked`` N slots
+    plus ``num_tokens`` (batch,); TiTok VQ decodes exactly N tokens."""
     from torch.export import Dim
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    model = model.eval()
     h, w = cfg.image_size
-    batch = Dim("batch", min=1, max=1024)
-    enc_path, dec_path = directory / "encoder.onnx", directory / "decoder.onnx"
-    image = torch.rand(2, 3, h, w)
-    tokens = torch.zeros(2, 1, cfg.num_latent_tokens, dtype=torch.int64)
-    tok_shape: dict[int, object] = {0: batch}
-    if cfg.legacy and cfg.num_latent_tokens > 1:
-        tok_shape[2] = Dim("tokens", min=1, max=cfg.num_latent_tokens)
-    with torch.no_grad():
-        torch.onnx.export(
-            _EncodeGraph(model).eval(),
-            (image,),
-            str(enc_path),
-            dynamo=True,
-            opset_version=opset,
-            input_names=["image"],
-            output_names=["tokens"],
-            dynamic_shapes={"image": {0: batch}},
-            external_data=False,
-            verbose=False,
+    n = cfg.num_latent_tokens
+    gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(1)
+    batch = batch_dim()
+    enc = Graph(
+        "encoder", _EncodeGraph(model).eval(), ("image",), ("tokens",),
+        (("batch", 3, h, w),), (("batch", 1, n),),
+        (torch.rand(TRACED_BATCH, 3, h, w, generator=gen),), ({0: batch},),
+        (rng.random((CHECK_BATCH, 3, h, w), dtype=np.float32),),
+    )
+    traced_tokens = torch.randint(0, cfg.codebook_size, (TRACED_BATCH, 1, n), generator=gen)
+    if not cfg.legacy:
+        dec = Graph(
+            "decoder", _DecodeGraph(model).eval(), ("tokens",), ("image",),
+            (("batch", 1, n),), (("batch", 3, h, w),),
+            (traced_tokens,), ({0: batch},),
+            (rng.integers(0, cfg.codebook_size, (CHECK_BATCH, 1, n), dtype=np.int64),),
         )
-        torch.onnx.export(
-            _DecodeGraph(model).eval(),
-            (tokens,),
-            str(dec_path),
-            dynamo=True,
-            opset_version=opset,
-            input_names=["tokens"],
-            output_names=["image"],
-            dynamic_shapes={"tokens": tok_shape},
-            external_data=False,
-            verbose=False,
+        return [enc, dec]
+    k = max(1, n // 2 - 1) if n > 1 else 1  # validated prefix, != the traced n
+    check_tokens = rng.integers(0, cfg.codebook_size, (CHECK_BATCH, 1, n), dtype=np.int64)
+    if token_axis == "masked":
+        dec = Graph(
+            "decoder", MaskedDecodeGraph(model).eval(), ("tokens", "num_tokens"), ("image",),
+            (("batch", 1, n), ("batch",)), (("batch", 3, h, w),),
+            (traced_tokens, torch.tensor([n, max(1, n // 3)], dtype=torch.int64)),
+            ({0: batch}, {0: batch}),
+            (check_tokens, np.full((CHECK_BATCH,), k, dtype=np.int64)),
         )
-    return enc_path, dec_path
+    else:
+        dims: dict[int, object] = {0: batch}
+        if n > 1:
+            dims[2] = Dim("tokens", min=1, max=n)
+        dec = Graph(
+            "decoder", _DecodeGraph(model).eval(), ("tokens",), ("image",),
+            (("batch", 1, "tokens"),), (("batch", 3, h, w),),
+            (traced_tokens,), (dims,),
+            (np.ascontiguousarray(check_tokens[:, :, :k]),),
+        )
+    return [enc, dec]
+
+
+def onnx_constraints(model: TiTok) -> dict:
+    cfg = model.config
+    return {"image_size": list(cfg.image_size), "num_tokens": cfg.num_latent_tokens,
+            "codebook_size": cfg.codebook_size, "image_range": [0.0, 1.0],
+            "decoder_tokens": f"1..{cfg.num_latent_tokens}" if cfg.legacy else cfg.num_latent_tokens}

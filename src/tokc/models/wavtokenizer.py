@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tokc.quantizers.vq import EuclideanVQ
+
+from .graphs import CHECK_BATCH, TRACED_BATCH, Graph, batch_dim
 
 ARCH = "wavtokenizer"
 _FE = "feature_extractor.encodec."
@@ -510,8 +514,8 @@ def load(folder_or_file: str | Path, arch: str | None = None) -> WavTokenizer:
 
 
 class EncoderGraph(nn.Module):
-    """audio (B, T) -> (int64 codes (1, B, frames), latents (B, D, frames)); the LSTM unrolls
-    over the traced length."""
+    """audio (B, T) -> (int64 codes (1, B, frames), latents (B, D, frames)): the reference the
+    exported encoder (written by ``_encoder_onnx``) is validated against."""
 
     def __init__(self, model: WavTokenizer):
         super().__init__()
@@ -536,24 +540,138 @@ class DecoderGraph(nn.Module):
         return m.head(m.backbone(m.quantizer.indices_to_codes(codes), self.bandwidth_id))
 
 
-def export_onnx(model: WavTokenizer, out_dir: str | Path, samples: int = 24000,
-                opset: int = 18) -> tuple[Path, Path]:
-    """Write encoder.onnx (fixed input length ``samples``: SEANet padding and the unrolled LSTM
-    depend on it) and decoder.onnx (dynamic batch and frame count). No complex ops; weight
-    norm was folded at load time."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    enc_p, dec_p = out / "encoder.onnx", out / "decoder.onnx"
-    audio = torch.zeros(1, samples)
-    frames = -(-samples // model.config.hop)
-    codes = torch.zeros(1, 1, frames, dtype=torch.int64)
+MIN_SAMPLES_HOPS = 8  # the encoder graph takes at least 8 hops of audio (SEANet's reflect pads)
+
+
+def onnx_graphs(model: WavTokenizer, token_axis: str = "dynamic") -> list[Graph]:
+    """audio (batch, samples) -> codes (1, batch, frames), latents, and codes -> audio; batch,
+    samples (>= MIN_SAMPLES_HOPS hops) and frames dynamic (one token-axis form)."""
+    from torch.export import Dim
+
+    cfg = model.config
+    hop = cfg.hop
+    batch = batch_dim()
+    rng = np.random.default_rng(1)
+    gen = torch.Generator().manual_seed(0)
+    traced, checked = 24 * hop, 17 * hop + 123  # samples; any length >= MIN_SAMPLES_HOPS * hop
+    enc = Graph(
+        "encoder", EncoderGraph(model).eval(), ("audio",), ("codes", "latents"),
+        (("batch", "samples"),), ((1, "batch", "frames"), ("batch", cfg.dimension, "frames")),
+        (0.1 * torch.randn(TRACED_BATCH, traced, generator=gen),), (),
+        ((0.1 * rng.standard_normal((CHECK_BATCH, checked))).astype(np.float32),),
+        build=lambda path, opset, export: _encoder_onnx(model, path, opset, export),
+    )
+    f = Dim("frames", min=2, max=100000)
+    dec = Graph(
+        "decoder", DecoderGraph(model, model.bandwidth_id).eval(), ("codes",), ("audio",),
+        ((1, "batch", "frames"),), (("batch", f"{hop}*frames"),),
+        (torch.randint(0, cfg.codebook_size, (1, TRACED_BATCH, 16), generator=gen),),
+        ({1: batch, 2: f},),
+        (rng.integers(0, cfg.codebook_size, (1, CHECK_BATCH, 11), dtype=np.int64),),
+    )
+    return [enc, dec]
+
+
+def onnx_constraints(model: WavTokenizer) -> dict:
+    return {"sample_rate": model.config.sample_rate, "hop": model.config.hop,
+            "min_samples": MIN_SAMPLES_HOPS * model.config.hop, "min_frames": 2,
+            "codebook_size": model.config.codebook_size}
+
+
+class _Seq(nn.Module):
+    def __init__(self, layers, quantizer=None, unsqueeze=False):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+        self.quantizer = quantizer
+        self.unsqueeze = unsqueeze
+
+    def forward(self, x: torch.Tensor):
+        y = self.layers(x.unsqueeze(1) if self.unsqueeze else x)
+        if self.quantizer is None:
+            return y
+        return self.quantizer.codes_to_indices(y), y
+
+
+def _lstm_onnx(slstm: SLSTM, ir_version: int, opset: int):
+    """The SEANet LSTM (with its skip) as ONNX LSTM nodes: (B, C, T) 'pre' -> 'post', any T.
+
+    torch.onnx unrolls nn.LSTM over the traced length, so the loop is written here as ONNX's own
+    LSTM op (gates reordered from torch's i, f, g, o to ONNX's i, o, f, c)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    lstm = slstm.lstm
+    hid = lstm.hidden_size
+    order = [0, 3, 1, 2]
+    nodes = [helper.make_node("Transpose", ["pre"], ["lstm_seq"], perm=[2, 0, 1])]
+    inits = [numpy_helper.from_array(np.array([1], dtype=np.int64), "lstm_axis1")]
+    x = "lstm_seq"
+    for layer in range(lstm.num_layers):
+        def blocks(t):
+            t = t.detach().float().numpy().reshape(4, hid, *t.shape[1:])
+            return np.concatenate([t[i] for i in order], 0)
+
+        w = blocks(getattr(lstm, f"weight_ih_l{layer}"))[None]
+        r = blocks(getattr(lstm, f"weight_hh_l{layer}"))[None]
+        b = np.concatenate([blocks(getattr(lstm, f"bias_ih_l{layer}")),
+                            blocks(getattr(lstm, f"bias_hh_l{layer}"))])[None]
+        names = [f"lstm_w{layer}", f"lstm_r{layer}", f"lstm_b{layer}"]
+        inits += [numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), n)
+                  for v, n in zip((w, r, b), names, strict=True)]
+        nodes.append(helper.make_node("LSTM", [x, *names], [f"lstm_y{layer}"], hidden_size=hid))
+        nodes.append(helper.make_node("Squeeze", [f"lstm_y{layer}", "lstm_axis1"], [f"lstm_h{layer}"]))
+        x = f"lstm_h{layer}"
+    nodes.append(helper.make_node("Add", [x, "lstm_seq"], ["lstm_sum"]))
+    nodes.append(helper.make_node("Transpose", ["lstm_sum"], ["post"], perm=[1, 2, 0]))
+    c = lstm.input_size
+    graph = helper.make_graph(
+        nodes, "slstm", [helper.make_tensor_value_info("pre", TensorProto.FLOAT, ["batch", c, "frames"])],
+        [helper.make_tensor_value_info("post", TensorProto.FLOAT, ["batch", c, "frames"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
+
+
+def _rename(model, old: str, new: str) -> None:
+    g = model.graph
+    for v in list(g.input) + list(g.output):
+        if v.name == old:
+            v.name = new
+    for node in g.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+
+
+def _encoder_onnx(model: WavTokenizer, path: Path, opset: int, export) -> None:
+    """audio (batch, samples) -> codes, latents with the number of samples dynamic: the SEANet
+    convolutions before and after the LSTM are traced (``export``, the exporter's tracer) with
+    symbolic lengths (their reflect padding is computed in the graph) and joined to the LSTM
+    written as ONNX LSTM nodes."""
+    import onnx
+    from onnx import compose
+    from torch.export import Dim
+
+    layers = list(model.encoder.model)
+    i = next(j for j, layer in enumerate(layers) if isinstance(layer, SLSTM))
+    hop = model.config.hop
+    batch = batch_dim()
+    samples = Dim("samples", min=MIN_SAMPLES_HOPS * hop, max=1 << 26)
+    frames = Dim("frames", min=4, max=1 << 20)
+    gen = torch.Generator().manual_seed(0)
+    audio = 0.1 * torch.randn(TRACED_BATCH, 24 * hop, generator=gen)
     with torch.no_grad():
-        torch.onnx.export(EncoderGraph(model).eval(), (audio,), dynamo=True, opset_version=opset,
-                          input_names=["audio"], output_names=["codes", "latents"],
-                          verbose=False).save(str(enc_p), external_data=False)
-        f = torch.export.Dim("frames", min=2, max=100000)
-        torch.onnx.export(DecoderGraph(model, model.bandwidth_id).eval(), (codes,), dynamo=True,
-                          opset_version=opset, input_names=["codes"], output_names=["audio"],
-                          dynamic_shapes=({2: f},),
-                          verbose=False).save(str(dec_p), external_data=False)
-    return enc_p, dec_p
+        pre = _Seq(layers[:i], unsqueeze=True)(audio)
+    front = _Seq(layers[:i], unsqueeze=True).eval()
+    back = _Seq(layers[i + 1 :], quantizer=model.quantizer).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        f_path, b_path = Path(tmp) / "front.onnx", Path(tmp) / "back.onnx"
+        export(front, (audio,), ["audio"], ["pre"], ({0: batch, 1: samples},), f_path, opset)
+        export(back, (pre,), ["post"], ["codes", "latents"], ({0: batch, 2: frames},), b_path, opset)
+        f_model, b_model = onnx.load(str(f_path)), onnx.load(str(b_path))
+    f_model = compose.add_prefix(f_model, "front/")
+    b_model = compose.add_prefix(b_model, "back/")
+    mid = _lstm_onnx(layers[i], f_model.ir_version, opset)
+    mid = compose.add_prefix(mid, "lstm/")
+    merged = compose.merge_models(f_model, mid, io_map=[("front/pre", "lstm/pre")])
+    merged = compose.merge_models(merged, b_model, io_map=[("lstm/post", "back/post")])
+    for old, new in (("front/audio", "audio"), ("back/codes", "codes"), ("back/latents", "latents")):
+        _rename(merged, old, new)
+    onnx.checker.check_model(merged)
+    onnx.save(merged, str(path))

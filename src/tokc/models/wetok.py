@@ -23,10 +23,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from tokc.quantizers.lfq import GroupLFQ
+
+from .graphs import CHECK_BATCH, TRACED_BATCH, Graph, batch_dim
 
 ARCH = "wetok"
 _GROUPS = 32
@@ -368,28 +371,41 @@ class DecoderGraph(nn.Module):
         return self.model.decoder(self.model.quantize.indices_to_codes(indices))
 
 
-def export_onnx(model: WeTok, out_dir: str | Path, height: int = 256, width: int = 256,
-                opset: int = 18) -> tuple[Path, Path]:
-    """Write encoder.onnx and decoder.onnx with dynamic batch, height and width (multiples of
-    the downsampling factor; traced at ``height`` x ``width``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def onnx_graphs(model: WeTok, token_axis: str = "dynamic") -> list[Graph]:
+    """image (batch, C, f*height, f*width) -> indices (batch, height, width, groups), latents,
+    and indices -> image; batch, height and width dynamic (one token-axis form)."""
+    from torch.export import Dim
+
+    cfg = model.config
     f = model.downsample_factor
-    if height % f or width % f:
-        raise ValueError(f"WeTok export: {height}x{width} is not a multiple of {f}")
-    enc_p, dec_p = out / "encoder.onnx", out / "decoder.onnx"
-    x = torch.zeros(2, model.config.in_channels, height, width)
-    idx = torch.zeros(2, height // f, width // f, model.config.num_codebooks, dtype=torch.int64)
-    b = torch.export.Dim("batch", min=1, max=1024)
-    h = torch.export.Dim("h", min=2, max=4096)
-    w = torch.export.Dim("w", min=2, max=4096)
-    with torch.no_grad():
-        torch.onnx.export(EncoderGraph(model).eval(), (x,), dynamo=True, opset_version=opset,
-                          input_names=["image"], output_names=["indices", "latents"],
-                          dynamic_shapes=({0: b, 2: f * h, 3: f * w},),
-                          verbose=False).save(str(enc_p), external_data=False)
-        torch.onnx.export(DecoderGraph(model).eval(), (idx,), dynamo=True, opset_version=opset,
-                          input_names=["indices"], output_names=["image"],
-                          dynamic_shapes=({0: b, 1: h, 2: w},),
-                          verbose=False).save(str(dec_p), external_data=False)
-    return enc_p, dec_p
+    g = cfg.num_codebooks
+    batch = batch_dim()
+    h = Dim("height", min=1, max=4096)
+    w = Dim("width", min=1, max=4096)
+    rng = np.random.default_rng(1)
+    gen = torch.Generator().manual_seed(0)
+    th, tw = 4, 3  # traced latent grid; validated at 3 x 5
+    ch, cw = 3, 5
+    fh, fw = f"{f}*height", f"{f}*width"
+    enc = Graph(
+        "encoder", EncoderGraph(model).eval(), ("image",), ("indices", "latents"),
+        (("batch", cfg.in_channels, fh, fw),),
+        (("batch", "height", "width", g), ("batch", cfg.z_channels, "height", "width")),
+        (torch.rand(TRACED_BATCH, cfg.in_channels, th * f, tw * f, generator=gen) * 2 - 1,),
+        ({0: batch, 2: f * h, 3: f * w},),
+        ((rng.random((CHECK_BATCH, cfg.in_channels, ch * f, cw * f), dtype=np.float32) * 2 - 1),),
+    )
+    n = 2 ** cfg.codebook_bits
+    dec = Graph(
+        "decoder", DecoderGraph(model).eval(), ("indices",), ("image",),
+        (("batch", "height", "width", g),), (("batch", cfg.out_ch, fh, fw),),
+        (torch.randint(0, n, (TRACED_BATCH, th, tw, g), generator=gen),),
+        ({0: batch, 1: h, 2: w},),
+        (rng.integers(0, n, (CHECK_BATCH, ch, cw, g), dtype=np.int64),),
+    )
+    return [enc, dec]
+
+
+def onnx_constraints(model: WeTok) -> dict:
+    return {"spatial_multiple": model.downsample_factor, "image_range": [-1.0, 1.0],
+            "bits_per_group": model.config.codebook_bits, "groups": model.config.num_codebooks}
