@@ -33,7 +33,8 @@ def test_train_resumes_from_its_checkpoint(tmp_path):
 def test_widen_latents_keeps_the_trained_channels():
     import torch
 
-    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, widen_latents
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.surgery import widen_latents
 
     torch.manual_seed(0)
     model = ImageHyperprior(HyperpriorConfig(n=8, m=12, shortcut=True)).eval()
@@ -77,7 +78,8 @@ def assert_same_codec(a, b, x, level):
 def test_add_context_starts_as_the_same_codec_and_learns():
     import torch
 
-    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, add_context
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.surgery import add_context
 
     torch.manual_seed(0)
     model = ImageHyperprior(HyperpriorConfig(n=8, m=12)).eval()
@@ -108,12 +110,8 @@ def test_add_context_starts_as_the_same_codec_and_learns():
 def test_widen_latents_keeps_the_context_of_the_old_slices():
     import torch
 
-    from tokc.models.hyperprior import (
-        HyperpriorConfig,
-        ImageHyperprior,
-        add_context,
-        widen_latents,
-    )
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.surgery import add_context, widen_latents
 
     torch.manual_seed(0)
     base = ImageHyperprior(HyperpriorConfig(n=8, m=12, shortcut=True))
@@ -140,7 +138,8 @@ def test_widen_latents_keeps_the_context_of_the_old_slices():
 def test_spatial_context_starts_as_the_same_codec_and_reads_only_anchors():
     import torch
 
-    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, add_spatial_context
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.surgery import add_spatial_context
 
     torch.manual_seed(0)
     model = ImageHyperprior(HyperpriorConfig(n=8, m=12, ctx_slices=3, ctx_width=8)).eval()
@@ -194,7 +193,8 @@ def test_a_scale_below_the_bound_still_learns_to_rise():
 def test_recalibrate_scales_revives_a_sunken_channel():
     import torch
 
-    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, recalibrate_scales
+    from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
+    from tokc.train.surgery import recalibrate_scales
 
     torch.manual_seed(0)
     model = ImageHyperprior(HyperpriorConfig(n=8, m=12, shortcut=True)).eval()

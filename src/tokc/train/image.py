@@ -18,12 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokc.models.hyperprior import (
-    HyperpriorConfig,
-    ImageHyperprior,
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, gaussian_likelihood
+from tokc.train.surgery import (
     add_context,
     add_spatial_context,
-    gaussian_likelihood,
     klt_init,
     recalibrate_scales,
     upgrade_state_dict,

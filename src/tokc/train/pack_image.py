@@ -23,13 +23,9 @@ import torch
 from safetensors.numpy import save_file
 
 from tokc.compress import entropy, intnet
-from tokc.models.hyperprior import (
-    HyperpriorConfig,
-    ImageHyperprior,
-    checkerboard,
-    upgrade_state_dict,
-)
+from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, checkerboard
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
+from tokc.train.surgery import upgrade_state_dict
 
 CODEC_ID = "tokc-image-v1"
 FRAC_BITS = 12  # fraction bits of the log-scale / mean output and of the log gains
