@@ -1,12 +1,12 @@
 """The integer networks (tokc.compress.intnet) in ONNX Runtime: the same integers, faster than
 numpy on these small images.
 
-A 3x3 convolution whose inputs are bounded by m is exact in float32 whatever the order of its
-sums when m * (largest sum of |weights| of one output) <= 2**24: every partial sum is an
-integer that float32 holds. That holds for every hidden layer of the shipped networks at their
+A convolution (any kh x kw kernel) whose inputs are bounded by m is exact in float32 whatever
+the order of its sums when m * (largest sum of |weights| of one output) <= 2**24: every
+partial sum is an integer that float32 holds. That holds for every hidden layer of the shipped networks at their
 input clip, and for the first layer at the tokens' actual range (checked on each call). So a
 network runs as one ONNX graph (graph_bytes): per layer Conv, bias, rescaling by 2**-shift with
-the rounding half, Floor, Clip, DepthToSpace; the bias and rescaling in float32 where that is
+the rounding half, Floor, Clip, depth-to-space; the bias and rescaling in float32 where that is
 exact too, else in float64, where every one of them is exact. The graph is written here (a
 minimal protobuf writer: the core install has onnxruntime, not the `onnx` package) and runs on
 the CPU provider, whose convolutions are products and sums (im2col and GEMM, or NCHWc direct
@@ -24,7 +24,7 @@ import numpy as np
 from tokc.compress import intnet
 
 # onnx.proto enums
-FLOAT, DOUBLE = 1, 11  # TensorProto.DataType
+FLOAT, INT64, DOUBLE = 1, 7, 11  # TensorProto.DataType
 ATTR_INT, ATTR_INTS, ATTR_STRING = 2, 7, 3  # AttributeProto.AttributeType
 
 
@@ -47,8 +47,9 @@ def _field(number: int, value: bytes | str | int) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
-def _tensor(name: str, array: np.ndarray) -> bytes:  # TensorProto, float32 or float64
-    elem, dtype = (DOUBLE, "<f8") if array.dtype == np.float64 else (FLOAT, "<f4")
+def _tensor(name: str, array: np.ndarray) -> bytes:  # TensorProto, float32, float64 or int64
+    elem, dtype = {np.dtype(np.float64): (DOUBLE, "<f8"), np.dtype(np.int64): (INT64, "<i8")}.get(
+        array.dtype, (FLOAT, "<f4"))
     a = np.ascontiguousarray(array, dtype=dtype)
     return b"".join(_field(1, d) for d in a.shape) + _field(2, elem) + _field(8, name) + _field(9, a.tobytes())
 
@@ -81,8 +82,9 @@ def float32_rescale_exact(layer: intnet.IntConv) -> bool:
 def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
     """The ONNX model (opset 13) of an integer network: input x (1, C, H, W), output y, both
     float32 holding integers. Per layer: Conv, (v + bias) * 2**-shift + 1/2 (the half only
-    where shift > 0), Floor, Clip, optional DepthToSpace; the bias and the rescaling in float32
-    where that is exact (float32_rescale_exact), else in float64. Each Clip also applies the
+    where shift > 0), Floor, Clip, optional depth-to-space (DepthToSpace, or depth_to_space where
+    rh != rw); the bias and the rescaling in float32 where that is exact
+    (float32_rescale_exact), else in float64. Each Clip also applies the
     next layer's input clip (clip(clip(v, a, b), -c, c) == clip(v, max(a, -c), min(b, c)))."""
     nodes, inits = [], []
 
@@ -106,21 +108,37 @@ def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
         nxt = layers[i + 1].in_clip if i + 1 < len(layers) else top
         lo, hi = max(0 if layer.relu else -top, -nxt), min(top, nxt)
         w = const(layer.weight, np.float32)
+        (kh, kw), (rh, rw) = layer.kernel, layer.factor
+        conv = {"kernel_shape": [kh, kw], "pads": [kh // 2, kw // 2, kh // 2, kw // 2]}
         if i and float32_rescale_exact(layer):
-            y = op("Conv", x, w, const(layer.bias, np.float32), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+            y = op("Conv", x, w, const(layer.bias, np.float32), **conv)
             y = op("Floor", op("Add", op("Mul", y, const(scale, np.float32)), const(half, np.float32)))
             x = op("Clip", y, const(lo, np.float32), const(hi, np.float32))
         else:  # (v + b) * 2**-s + 1/2 == v * 2**-s + (b * 2**-s + 1/2), exact in float64
-            y = op("Cast", op("Conv", x, w, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), to=DOUBLE)
+            y = op("Cast", op("Conv", x, w, **conv), to=DOUBLE)
             offset = layer.bias.reshape(per_channel) * scale + half
             y = op("Floor", op("Add", op("Mul", y, const(scale, np.float64)), const(offset, np.float64)))
             x = op("Cast", op("Clip", y, const(lo, np.float64), const(hi, np.float64)), to=FLOAT)
-        if layer.shuffle:
-            x = op("DepthToSpace", x, blocksize=2, mode="CRD")
+        if rh == rw > 1:
+            x = op("DepthToSpace", x, blocksize=rh, mode="CRD")  # CRD: PixelShuffle's order
+        elif rh != rw:
+            x = depth_to_space(op, const, x, len(layer.weight) // (rh * rw), rh, rw)
     graph = (b"".join(nodes) + _field(2, "intnet") + b"".join(inits)
              + _field(11, _value("x", (1, layers[0].weight.shape[1], "height", "width")))
              + _field(12, _value(x, (1, "channels", "out_height", "out_width"))))
     return _field(1, 7) + _field(7, graph) + _field(8, _field(1, "") + _field(2, 13))
+
+
+def depth_to_space(op, const, x: str, c: int, rh: int, rw: int) -> str:
+    """intnet.depth_to_space by (rh, rw) in graph nodes, for rh != rw (DepthToSpace takes square
+    blocks only): (1, c*rh*rw, H, W) -> (1, c, rh, rw, H, W) -> (1, c, H, rh, W, rw) ->
+    (1, c, H*rh, W*rw); H and W come from the tensor's shape at run time. op and const:
+    graph_bytes's node and constant makers."""
+    hw = op("Gather", op("Shape", x), const([2, 3], np.int64))
+    x = op("Reshape", x, op("Concat", const([1, c, rh, rw], np.int64), hw, axis=0))
+    x = op("Transpose", x, perm=[0, 1, 4, 2, 5, 3])
+    out_hw = op("Mul", hw, const([rh, rw], np.int64))
+    return op("Reshape", x, op("Concat", const([1, c], np.int64), out_hw, axis=0))
 
 
 class Network:
@@ -136,8 +154,8 @@ class Network:
     @cached_property
     def session(self):
         """The network's ONNX Runtime session, or None where it cannot be exact."""
-        # f32_taps == 9: the whole sum at in_clip within 2**24 (intnet's float32 bound)
-        hidden_exact = all(la.f32_taps == 9 for la in self.layers[1:])
+        # f32_taps == every tap: the whole sum at in_clip within 2**24 (intnet's float32 bound)
+        hidden_exact = all(la.f32_taps == la.weight[0, 0].size for la in self.layers[1:])
         if not (self.accelerate and hidden_exact):
             return None
         try:
