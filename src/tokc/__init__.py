@@ -7,22 +7,30 @@
 
 from __future__ import annotations
 
+# The subpackage first: importing it (here, or later as tokc.compress.image) binds the
+# attribute `tokc.compress` to it, and only the first import does. Bound here, before the
+# function of the same name below, it can never replace the function.
+import tokc.compress  # noqa: F401  (isort: skip)
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "compress", "decompress", "open_model"]
 
 
-def open_model(name: str = "tokc-image-v1", backend: str = "auto"):
-    """The codec behind a model id (or a weights file path), loaded once per backend."""
+def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
+    """The codec behind a codec id or alias (options: what it loads, e.g. checkpoint=), or a
+    weights file of tokc-image-v1; the shipped ones are loaded once per backend."""
     from pathlib import Path
 
-    from tokc.compress import image
+    from tokc.compress import registry
 
-    if name == image.CODEC_ID:
-        return image.default_codec(backend)
-    if Path(name).is_file():
-        return image.ImageCodec(image.ImageWeights(Path(name)), backend)
-    raise ValueError(f"unknown model {name!r}")
+    try:
+        entry = registry.entry(name)
+    except registry.UnknownCodecError:
+        if not Path(name).is_file():
+            raise ValueError(f"unknown model {name!r}") from None
+        entry, options = registry.default_for("image"), {**options, "weights": name}
+    return entry.open(backend=backend, **options)
 
 
 def compress(image, quality: float = 75, *, size: int | None = None, psnr: float | None = None,
@@ -36,6 +44,16 @@ def compress(image, quality: float = 75, *, size: int | None = None, psnr: float
     ).data
 
 
-def decompress(data: bytes, *, model: str = "tokc-image-v1", backend: str = "auto"):
-    """Decode the bytes of a .tokc file to a uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
-    return open_model(model, backend).decompress(bytes(data))
+def decompress(data: bytes, *, model: str | None = None, backend: str = "auto", **options):
+    """Decode the bytes of a .tokc file with the codec its header names: for images a uint8
+    array (H, W), (H, W, 3) or (H, W, 4). model: a weights file to decode with (default: the
+    shipped ones); options: what the codec loads (checkpoint= for one-d-piece-v1)."""
+    from pathlib import Path
+
+    from tokc import format as fmt
+    from tokc.compress import registry
+
+    if model is not None and Path(model).is_file():
+        options["weights"] = model
+    return registry.for_header(fmt.read_header(bytes(data)), backend=backend, **options) \
+        .decompress(bytes(data))

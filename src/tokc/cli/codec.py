@@ -1,17 +1,18 @@
-"""`tokc compress` / `tokc decompress`: images <-> .tokc files, with cwebp-like habits.
+"""`tokc compress` / `tokc decompress`: media files <-> .tokc files, with cwebp-like habits.
+
+The codec comes from the registry (tokc.compress.registry): compress picks it from the input's
+modality and -m (a codec id, an alias such as `one-d-piece`, or a weights file of the default
+codec); decompress from the file's header. No codec has a branch here: each takes the options
+its registry entry names (`-m one-d-piece --checkpoint PATH [--tokens K]` codes an image as a
+prefix of K One-D-Piece tokens; `tokc decompress FILE --checkpoint PATH` decodes it).
 
 `-` means stdin/stdout; existing outputs are refused without -f; outputs go to a temporary
 file that is renamed into place, so a failure never leaves a half-written file; one summary
 line on stderr; exit 0 ok, 1 failure, 2 usage.
-
-`-m one-d-piece --checkpoint PATH [--tokens K]` codes the image as a prefix of K One-D-Piece
-tokens (codec one-d-piece-v1, tokc.compress.tokens); `tokc decompress FILE --checkpoint PATH`
-decodes such a file with the same checkpoint.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -21,15 +22,16 @@ import warnings
 from pathlib import Path
 
 import click
-import numpy as np
 
 from tokc import format as fmt
 from tokc.cli import main
 from tokc.cli.errors import Failure, Usage
-from tokc.compress import image as image_codec
+from tokc.compress import registry
+from tokc.compress.base import CodecError, CodecUsageError
 
-ERRORS = (image_codec.CodecError, fmt.TokcFormatError, OSError)
-TOKEN_MODELS = ("one-d-piece",)
+ERRORS = (CodecError, fmt.TokcFormatError, OSError)
+FLAGS = {"quality": "-q", "size": "--size", "psnr": "--psnr", "effort": "-e", "tokens": "--tokens",
+         "checkpoint": "--checkpoint", "weights": "-m", "backend": "--backend"}
 
 
 def _read_input(path: str) -> bytes:
@@ -59,12 +61,9 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
         raise
 
 
-def _codec(model: str, backend: str) -> image_codec.ImageCodec:
-    if model in ("tokc-image-v1", "default"):
-        return image_codec.default_codec(backend)
-    if Path(model).is_file():
-        return image_codec.ImageCodec(image_codec.ImageWeights(Path(model)), backend)
-    raise Failure(f"unknown model {model!r} (tokc-image-v1, or a weights file)")
+def _refuse_existing(output: str, force: bool) -> None:
+    if output != "-" and Path(output).exists() and not force:
+        raise Failure(f"{output} exists (use -f to overwrite)")
 
 
 def _warn(quiet: bool):
@@ -75,6 +74,38 @@ def _warn(quiet: bool):
     warnings.showwarning = show
 
 
+def _flags(names) -> str:
+    return ", ".join(FLAGS.get(n, f"--{n}") for n in names)
+
+
+def _takers(option: str) -> str:
+    """The -m names of the codecs that take an option."""
+    return " or ".join(e.name for e in registry.entries() if option in e.rate_options + e.load_options)
+
+
+def _open(entry: registry.Entry, options: dict):
+    try:
+        return entry.open(**options)
+    except CodecUsageError as e:
+        raise Usage(str(e)) from None
+    except ERRORS as e:
+        raise Failure(str(e)) from None
+
+
+def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
+    """-m: a codec id or alias, `default`, or a weights file of the modality's default codec."""
+    if model == "default":
+        return registry.default_for(modality), {}
+    try:
+        return registry.entry(model), {}
+    except CodecError:
+        pass
+    if Path(model).is_file():
+        return registry.default_for(modality), {"weights": model}
+    ids = ", ".join(e.codec_id for e in registry.entries() if e.modality == modality)
+    raise Failure(f"unknown model {model!r} ({ids}, or a weights file)")
+
+
 @main.command()
 @click.argument("input", metavar="IN")
 @click.option("-o", "--output", metavar="OUT", help="Output file (default: IN with .tokc; - for stdout).")
@@ -82,8 +113,9 @@ def _warn(quiet: bool):
               help="Quality 0..100 (default 75). 100 is the highest rate, NOT lossless.")
 @click.option("--size", type=click.IntRange(1), metavar="BYTES", help="Best quality whose file fits in BYTES.")
 @click.option("--psnr", type=float, metavar="DB", help="Smallest file reaching this PSNR (dB).")
-@click.option("-e", "--effort", type=click.IntRange(1, 9), default=1, show_default=True,
-              help="Encoder effort: higher spends more time for fewer bytes at the same quality.")
+@click.option("-e", "--effort", type=click.IntRange(1, 9), default=None,
+              help="Encoder effort 1..9 (default 1): higher spends more time for fewer bytes at the "
+                   "same quality.")
 @click.option("-m", "--model", default="tokc-image-v1", show_default=True,
               help="tokc-image-v1, a weights file, or one-d-piece (with --checkpoint).")
 @click.option("--checkpoint", metavar="PATH", help="-m one-d-piece: the checkpoint folder or weights file.")
@@ -99,53 +131,47 @@ def compress(input, output, quality, size, psnr, effort, model, checkpoint, toke
     """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, RGB or RGBA) to a .tokc file."""
     if sum(x is not None for x in (quality, size, psnr)) > 1:
         raise click.UsageError("give at most one of -q, --size, --psnr")
-    if model in TOKEN_MODELS:
-        if quality is not None or size is not None or psnr is not None or effort != 1:
-            raise Usage(f"-m {model} sets the rate with --tokens, not -q/--size/--psnr/-e")
-        if checkpoint is None:
-            raise Usage(f"-m {model} needs --checkpoint PATH")
-        if backend not in ("auto", "torch"):
-            raise Usage(f"-m {model} runs on PyTorch (--backend auto or torch)")
-        if tokens is not None and tokens < 1:
-            raise Usage(f"--tokens {tokens}: must be at least 1")
-    elif checkpoint is not None or tokens is not None:
-        raise Usage("--checkpoint and --tokens go with -m one-d-piece")
+    rate = {k: v for k, v in {"quality": quality, "size": size, "psnr": psnr, "effort": effort,
+                              "tokens": tokens}.items() if v is not None}
+    entry, load = _choose(model, registry.modality_of(input))
+    if checkpoint is not None:
+        load["checkpoint"] = checkpoint
+    foreign = [o for o in [*rate, *load] if o not in entry.rate_options + entry.load_options]
+    if foreign:
+        raise Usage(f"options {_flags(foreign)} go with -m {_takers(foreign[0])}, not -m {model} "
+                    f"(it takes {_flags(entry.rate_options + entry.load_options)})")
     if output is None:
         output = "-" if input == "-" else str(Path(input).with_suffix(".tokc"))
-    if output != "-" and Path(output).exists() and not force:
-        raise Failure(f"{output} exists (use -f to overwrite)")
+    _refuse_existing(output, force)
     _warn(quiet)
-    if model in TOKEN_MODELS:
-        return _compress_tokens(input, output, checkpoint, tokens, force, as_json, quiet, verbose)
+    media = registry.media(entry.modality)
     t0 = time.perf_counter()
+    codec = _open(entry, {"backend": backend, **load})
     try:
         raw = _read_input(input)
-        img = image_codec.as_image(image_codec.read_image(io.BytesIO(raw), input))
-        codec = _codec(model, backend)
-        res = codec.compress(img, quality=75 if quality is None else quality, size=size, psnr=psnr, effort=effort)
+        original = media.read(raw, input)
+        res = codec.compress(original, **rate)
         elapsed = time.perf_counter() - t0
         measured = None
-        if verbose or psnr is not None:
-            from tokc.metrics.image import psnr as psnr_of
-
-            measured = psnr_of(img, codec.decompress(res.data))
+        key, name, unit = media.MEASURE
+        if verbose or key in rate:
+            measured = media.measure(original, codec.decompress(res.data))
         _write_output(output, res.data, force)
+    except CodecUsageError as e:
+        raise Usage(str(e)) from None
     except ERRORS as e:
         raise Failure(str(e)) from None
-    summary = {
-        "input": input, "output": output, "bytes": len(res.data), "bpp": round(res.bpp, 4),
-        "width": res.width, "height": res.height, "quality": round(res.quality, 2),
-        "psnr": None if measured is None else round(measured, 3), "seconds": round(elapsed, 3),
-    }
+    size_fields, size_text = media.summary(res)
+    codec_fields, codec_text = codec.summary(res)
+    summary = {"input": input, "output": output, "bytes": len(res.data), **size_fields,
+               **codec_fields, key: None if measured is None else round(measured, 3),
+               "seconds": round(elapsed, 3)}
     if as_json:
         click.echo(json.dumps(summary), err=output == "-")
     elif not quiet:
-        extra = f", PSNR {measured:.2f} dB" if measured is not None else ""
-        click.echo(
-            f"{input} -> {output}: {len(res.data)} bytes, {res.bpp:.3f} bpp, "
-            f"q {res.quality:.1f}{extra}, {elapsed:.2f} s",
-            err=True,
-        )
+        extra = f", {name} {measured:.2f} {unit}" if measured is not None else ""
+        click.echo(f"{input} -> {output}: {len(res.data)} bytes, {size_text}, {codec_text}{extra}, "
+                   f"{elapsed:.2f} s", err=True)
 
 
 @main.command()
@@ -157,102 +183,31 @@ def compress(input, output, quality, size, psnr, effort, model, checkpoint, toke
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 def decompress(input, output, backend, model, checkpoint, force, quiet):
-    """Decompress a .tokc file to an image (PNG by default; the extension picks the format)."""
-    from PIL import Image
-
-    if output is None:
-        output = "-" if input == "-" else str(Path(input).with_suffix(".png"))
-    if output != "-" and Path(output).exists() and not force:
-        raise Failure(f"{output} exists (use -f to overwrite)")
+    """Decompress a .tokc file (PNG by default for images; the extension picks the format)."""
+    if output is not None:
+        _refuse_existing(output, force)
     t0 = time.perf_counter()
     try:
         data = _read_input(input)
-        pixels = _token_decompress(data, checkpoint) if _is_token_file(data, checkpoint) \
-            else _codec(model, backend).decompress(data)
-        buf = io.BytesIO()
-        suffix = "png" if output == "-" else Path(output).suffix.lower().lstrip(".")
-        kind = {"png": "PNG", "ppm": "PPM", "pgm": "PPM", "pnm": "PPM", "tif": "TIFF",
-                "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}.get(suffix)
-        if kind is None:
-            raise Failure(f"cannot write {output}: use .png, .ppm/.pgm, .tif, .bmp or .webp (lossless)")
-        opts = {"lossless": True} if kind == "WEBP" else {}
-        Image.fromarray(np.ascontiguousarray(pixels)).save(buf, kind, **opts)
-        _write_output(output, buf.getvalue(), force)
+        header = fmt.read_header(data)
+        entry = registry.entry_for(header)
+        load = {**_choose(model, header.modality)[1], "checkpoint": checkpoint}
+        load = {k: v for k, v in load.items() if v is not None}
+        for option in load:
+            if option not in entry.load_options:
+                raise Failure(f"{FLAGS[option]} is for {_takers(option)} files; this is a "
+                              f"{header.codec} file")
+        media = registry.media(header.modality)
+        if output is None:
+            output = "-" if input == "-" else str(Path(input).with_suffix(media.SUFFIX))
+            _refuse_existing(output, force)
+        codec = _open(entry, {"backend": backend, **load})
+        decoded = codec.decompress(data)
+        _write_output(output, media.write(decoded, output), force)
+    except CodecUsageError as e:
+        raise Usage(str(e)) from None
     except ERRORS as e:
         raise Failure(str(e)) from None
     if not quiet:
-        h, w = pixels.shape[:2]
-        click.echo(f"{input} -> {output}: {w}x{h}, {time.perf_counter() - t0:.2f} s", err=True)
-
-
-# -- one-d-piece-v1: a prefix of One-D-Piece tokens (tokc.compress.tokens) -------------------------
-def _token_codec(checkpoint: str):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise Failure("-m one-d-piece needs PyTorch: pip install torch==2.13.0 && "
-                      "pip install 'tokc-codec[torch]'") from None
-    from tokc.compress import tokens as token_codec
-    from tokc.models.checkpoints import CheckpointError
-
-    if not Path(checkpoint).exists():
-        raise Usage(f"--checkpoint {checkpoint}: no such file or folder")
-    try:
-        return token_codec.OneDPieceCodec(checkpoint)
-    except (CheckpointError, token_codec.TokenCodecError, ValueError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise Failure(f"{checkpoint}: {msg}") from None
-
-
-def _compress_tokens(input, output, checkpoint, tokens, force, as_json, quiet, verbose) -> None:
-    from tokc.compress.tokens import TokenCodecError
-
-    t0 = time.perf_counter()
-    codec = _token_codec(checkpoint)
-    if tokens is not None and tokens > codec.num_tokens:
-        raise Usage(f"--tokens {tokens}: this model codes 1..{codec.num_tokens} tokens")
-    try:
-        raw = _read_input(input)
-        img = image_codec.as_image(image_codec.read_image(io.BytesIO(raw), input))
-        res = codec.compress(img, tokens=tokens)
-        elapsed = time.perf_counter() - t0
-        measured = None
-        if verbose:
-            from tokc.metrics.image import psnr as psnr_of
-
-            measured = psnr_of(img, codec.decompress(res.data))
-        _write_output(output, res.data, force)
-    except (*ERRORS, TokenCodecError) as e:
-        raise Failure(str(e)) from None
-    summary = {
-        "input": input, "output": output, "bytes": len(res.data), "bpp": round(res.bpp, 4),
-        "width": res.width, "height": res.height, "tokens": res.num_tokens, "bits_per_token": res.bits,
-        "psnr": None if measured is None else round(measured, 3), "seconds": round(elapsed, 3),
-    }
-    if as_json:
-        click.echo(json.dumps(summary), err=output == "-")
-    elif not quiet:
-        extra = f", PSNR {measured:.2f} dB" if measured is not None else ""
-        click.echo(f"{input} -> {output}: {len(res.data)} bytes, {res.bpp:.3f} bpp, "
-                   f"{res.num_tokens} tokens x {res.bits} bits{extra}, {elapsed:.2f} s", err=True)
-
-
-def _is_token_file(data: bytes, checkpoint: str | None) -> bool:
-    from tokc.compress.tokens import CODEC_ID
-
-    try:
-        codec_id = fmt.read_header(data).codec
-    except fmt.TokcFormatError:
-        codec_id = None  # the image codec reports the error
-    if codec_id == CODEC_ID:
-        if checkpoint is None:
-            raise Usage(f"a {CODEC_ID} file: give --checkpoint PATH (the One-D-Piece "
-                                   "checkpoint it was made with)")
-        return True
-    if checkpoint is not None and codec_id is not None:
-        raise Failure(f"--checkpoint is for {CODEC_ID} files; this is a {codec_id} file")
-    return False
-
-
-def _token_decompress(data: bytes, checkpoint: str) -> np.ndarray:
-    return _token_codec(checkpoint).decompress(data)
+        click.echo(f"{input} -> {output}: {media.describe(decoded)}, {time.perf_counter() - t0:.2f} s",
+                   err=True)

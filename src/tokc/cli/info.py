@@ -9,6 +9,8 @@ import click
 
 from tokc import format as fmt
 from tokc.cli import main
+from tokc.compress import registry
+from tokc.compress.base import CodecError
 
 _MAX_LISTED = 16  # text output lists this many chunks, then a count of the rest
 
@@ -33,7 +35,18 @@ def _describe(f: BinaryIO) -> dict:
         "payload_bytes": payload,
         "overhead_bytes": reader.bytes_read - payload,
         "total_bytes": reader.bytes_read,
+        "decoder": _decoder(h),
     }
+
+
+def _decoder(h: fmt.Header) -> dict | None:
+    """The registered codec that decodes the file (by the header's codec id), and the options
+    it needs; None when this install has none."""
+    try:
+        entry = registry.entry_for(h)
+    except (CodecError, fmt.TokcFormatError):
+        return None
+    return {"codec": entry.codec_id, "needs": list(entry.needs)}
 
 
 def _text(name: str, d: dict) -> str:
@@ -54,6 +67,7 @@ def _text(name: str, d: dict) -> str:
         f"dimensions  {dims}",
         f"rate        {rate}",
         f"weights     {d['weights_digest']}",
+        f"decoder     {_decoder_text(d['decoder'], d['codec'])}",
         f"chunks      {len(d['chunks'])} (all CRCs ok)",
     ]
     for i, c in enumerate(d["chunks"][:_MAX_LISTED]):
@@ -66,6 +80,13 @@ def _text(name: str, d: dict) -> str:
         f"total       {d['total_bytes']} bytes",
     ]
     return "\n".join(lines)
+
+
+def _decoder_text(decoder: dict | None, codec: str) -> str:
+    if decoder is None:
+        return f"none in this tokc for {codec}"
+    needs = ", ".join(f"--{n}" for n in decoder["needs"])
+    return decoder["codec"] + (f" (decoding needs {needs})" if needs else "")
 
 
 @main.command()

@@ -27,7 +27,14 @@ import numpy as np
 
 from tokc import format as fmt
 from tokc.compress import entropy, intnet
+from tokc.compress.base import CodecError, EncodeResult
 from tokc.compress.intnet_ort import Network
+from tokc.compress.pixels import (  # noqa: F401  (read_image: the old import path)
+    as_image,
+    merge_alpha_gray,
+    read_image,
+    split_alpha_gray,
+)
 
 CODEC_ID = "tokc-image-v1"
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{CODEC_ID}.safetensors"
@@ -42,20 +49,6 @@ LEVEL_MIN = -4000  # rate levels below the lowest trained one extrapolate its ga
 LEVEL_Q0 = -2000  # the level of -q 0
 RDOQ_WEIGHT = 2.0  # distortion weight of the token choice: BD-rate on 8 held-out training images
 # -1.3 % at 1, -3.2 % at 1.5, -3.8 % at 2, -3.6 % at 3, -2.9 % at 4 (against plain rounding)
-
-
-class CodecError(ValueError):
-    """Input the codec cannot take (a clear message, never a traceback)."""
-
-
-@dataclass(frozen=True)
-class EncodeResult:
-    data: bytes
-    width: int
-    height: int
-    level: float  # the continuous rate level used, 0..levels-1
-    quality: float
-    bpp: float
 
 
 # --- weights ---------------------------------------------------------------------------------
@@ -265,6 +258,9 @@ class Coded:
 
 
 class ImageCodec:
+    codec_id = CODEC_ID
+    modality = "image"
+
     def __init__(self, weights: ImageWeights | None = None, backend: str = "auto"):
         self.weights = weights or ImageWeights()
         self.backend = backend
@@ -460,9 +456,14 @@ class ImageCodec:
         if size is not None and len(data) > size:  # refinement may trade bytes for quality
             data = self.pack(a, level_milli, channels, extra)
         h, w = img.shape[:2]
-        return EncodeResult(data, w, h, level_milli / 1000,
-                            min(100.0, max(0.0, level_to_quality(level_milli, self.weights.levels))),
-                            8 * len(data) / (w * h))
+        quality = min(100.0, max(0.0, level_to_quality(level_milli, self.weights.levels)))
+        # level: the continuous rate level used, 0..levels-1
+        return EncodeResult(data, CODEC_ID, "image", width=w, height=h,
+                            rate={"level": level_milli / 1000, "quality": quality})
+
+    def summary(self, res: EncodeResult) -> tuple[dict, str]:
+        """The codec's fields of a compress summary: JSON fields and the text."""
+        return {"quality": round(res.quality, 2)}, f"q {res.quality:.1f}"
 
     def refine(self, a: Analysed, level_milli: int, steps: int) -> Analysed:
         """Encoder-side refinement for the fixed decoder (effort > 1): gradient steps on the
@@ -533,93 +534,6 @@ class ImageCodec:
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
 
-# --- image plumbing ------------------------------------------------------------------------------
-
-
-def as_image(image) -> np.ndarray:
-    """A path, PIL image or array -> uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
-    if isinstance(image, (str, Path)):
-        image = read_image(image)
-    elif not isinstance(image, np.ndarray):
-        image = np.asarray(image)
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise CodecError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise CodecError("empty image")
-    if arr.dtype == np.uint16:
-        warnings.warn("16-bit input reduced to 8 bits")
-        arr = (arr >> 8).astype(np.uint8)
-    elif arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and 0 <= arr.min() and arr.max() <= 1:
-            arr = np.round(arr * 255).astype(np.uint8)
-        else:
-            raise CodecError(f"expected uint8 or uint16 pixels (or floats in 0..1), got {arr.dtype}")
-    return arr
-
-
-def read_image(source, name: str | None = None) -> np.ndarray:
-    """Read PNG, JPEG, WebP, TIFF, PPM... (a path or a binary file object) with Pillow."""
-    from PIL import Image, UnidentifiedImageError
-
-    name = name or str(source)
-    try:
-        with Image.open(source) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im).astype(np.int64)
-                warnings.warn("16-bit input reduced to 8 bits")
-                return np.clip(arr >> 8, 0, 255).astype(np.uint8)
-            if im.mode in ("L", "RGB", "RGBA"):
-                return np.asarray(im)
-            if im.mode in ("LA", "PA") or "transparency" in im.info:
-                return np.asarray(im.convert("RGBA"))
-            if im.mode in ("1", "P") and not im.getpalette():
-                return np.asarray(im.convert("L"))
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
-        raise CodecError(f"cannot read image {name}: {e}") from None
-
-
-def split_alpha_gray(img: np.ndarray):
-    """-> (rgb to code, channels for the header, extra chunks). Grayscale is coded through the
-    RGB model as R=G=B (no chroma is spent) and decoded back to one channel; alpha is coded
-    losslessly as a PNG chunk."""
-    if img.ndim == 2:
-        return np.repeat(img[:, :, None], 3, axis=2), 1, ()
-    if img.shape[2] == 4:
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(img[:, :, 3])).save(buf, "PNG", optimize=True)
-        return np.ascontiguousarray(img[:, :, :3]), 4, (fmt.Chunk("alph", buf.getvalue()),)
-    return img, 3, ()
-
-
-def merge_alpha_gray(rgb: np.ndarray, channels: int, by_tag: dict) -> np.ndarray:
-    if channels == 1:
-        return np.round(rgb.astype(np.float32).mean(2)).astype(np.uint8)
-    if channels == 4:
-        import io
-
-        from PIL import Image
-
-        if "alph" not in by_tag:
-            raise fmt.TokcFormatError("an RGBA file without its 'alph' chunk")
-        try:
-            alpha = np.asarray(Image.open(io.BytesIO(by_tag["alph"])))
-        except Exception as e:
-            raise fmt.TokcFormatError(f"alpha chunk does not decode: {e}") from None
-        if alpha.shape != rgb.shape[:2]:
-            raise fmt.TokcFormatError("alpha plane has the wrong size")
-        return np.dstack([rgb, alpha.astype(np.uint8)])
-    return rgb
-
-
 _default: dict[str, ImageCodec] = {}
 
 
@@ -627,6 +541,13 @@ def default_codec(backend: str = "auto") -> ImageCodec:
     if backend not in _default:
         _default[backend] = ImageCodec(backend=backend)
     return _default[backend]
+
+
+def open_codec(*, backend: str = "auto", weights: str | Path | None = None) -> ImageCodec:
+    """The registry's factory: the shipped weights (loaded once per backend) or a weights file."""
+    if weights is None:
+        return default_codec(backend)
+    return ImageCodec(ImageWeights(Path(weights)), backend)
 
 
 def timed(fn, *args, **kw):

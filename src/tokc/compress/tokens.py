@@ -32,34 +32,23 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tokc import format as fmt
+from tokc.compress.base import CodecError, CodecUsageError, EncodeResult
 
 CODEC_ID = "one-d-piece-v1"
 TOKENS_TAG = "tokr"
 ARCH = "one-d-piece"
 
 
-class TokenCodecError(ValueError):
+class TokenCodecError(CodecError):
     """Bad input for the token codec (one readable line)."""
 
 
-@dataclass(frozen=True)
-class TokenEncodeResult:
-    data: bytes
-    tokens: np.ndarray  # (k,) int64, the coded prefix
-    width: int
-    height: int
-    num_tokens: int
-    bits: int
-
-    @property
-    def bpp(self) -> float:
-        return 8 * len(self.data) / (self.width * self.height)
+TokenEncodeResult = EncodeResult  # the old name: tokens, and rate num_tokens and bits
 
 
 def bit_width(codebook_size: int) -> int:
@@ -94,8 +83,34 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BICUBIC))
 
 
+def open_codec(*, checkpoint: str | Path | None = None, backend: str = "auto") -> OneDPieceCodec:
+    """The registry's factory: the codec of a One-D-Piece checkpoint (it runs on PyTorch)."""
+    if checkpoint is None:
+        raise CodecUsageError(f"{CODEC_ID} needs --checkpoint PATH (the One-D-Piece checkpoint "
+                              "its files are made with)")
+    if backend not in ("auto", "torch"):
+        raise CodecUsageError(f"{CODEC_ID} runs on PyTorch (--backend auto or torch)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CodecError(f"{CODEC_ID} needs PyTorch: pip install torch==2.13.0 && "
+                         "pip install 'tokc-codec[torch]'") from None
+    from tokc.models.checkpoints import CheckpointError
+
+    if not Path(checkpoint).exists():
+        raise CodecUsageError(f"--checkpoint {checkpoint}: no such file or folder")
+    try:
+        return OneDPieceCodec(checkpoint)
+    except (CheckpointError, ValueError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CodecError(f"{checkpoint}: {msg}") from None
+
+
 class OneDPieceCodec:
     """A One-D-Piece checkpoint (folder or weights file) as a codec: compress(img, tokens=k)."""
+
+    codec_id = CODEC_ID
+    modality = "image"
 
     def __init__(self, checkpoint: str | Path):
         from tokc.models import load_pretrained
@@ -133,20 +148,28 @@ class OneDPieceCodec:
         rgb = np.round(out[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         return resize_rgb(rgb, width, height)
 
-    def compress(self, image, tokens: int | None = None) -> TokenEncodeResult:
-        from tokc.compress.image import as_image, split_alpha_gray
+    def compress(self, image, tokens: int | None = None) -> EncodeResult:
+        from tokc.compress.pixels import as_image, split_alpha_gray
 
-        img = as_image(image)
         k = self.num_tokens if tokens is None else int(tokens)
-        if not 1 <= k <= self.num_tokens:
-            raise TokenCodecError(f"--tokens {k}: this model codes 1..{self.num_tokens} tokens")
+        if k < 1:
+            raise CodecUsageError(f"--tokens {k}: must be at least 1")
+        if k > self.num_tokens:
+            raise CodecUsageError(f"--tokens {k}: this model codes 1..{self.num_tokens} tokens")
+        img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
         prefix = self.encode(rgb)[:k]
         header = fmt.Header(codec=CODEC_ID, weights_digest=self.digest, modality="image",
                             width=img.shape[1], height=img.shape[0], channels=channels,
                             rate={"tokens": k, "bits": self.bits})
         data = fmt.pack(header, [fmt.Chunk(TOKENS_TAG, pack_bits(prefix, self.bits)), *extra])
-        return TokenEncodeResult(data, prefix, img.shape[1], img.shape[0], k, self.bits)
+        return EncodeResult(data, CODEC_ID, "image", width=img.shape[1], height=img.shape[0],
+                            rate={"num_tokens": k, "bits": self.bits}, tokens=prefix)
+
+    def summary(self, res: EncodeResult) -> tuple[dict, str]:
+        """The codec's fields of a compress summary: JSON fields and the text."""
+        return ({"tokens": res.num_tokens, "bits_per_token": res.bits},
+                f"{res.num_tokens} tokens x {res.bits} bits")
 
     def read(self, data: bytes) -> tuple[fmt.Header, np.ndarray, dict]:
         """-> (header, the coded token prefix, chunks by tag), every field checked."""
@@ -170,7 +193,7 @@ class OneDPieceCodec:
         return header, tokens, by_tag
 
     def decompress(self, data: bytes) -> np.ndarray:
-        from tokc.compress.image import merge_alpha_gray
+        from tokc.compress.pixels import merge_alpha_gray
 
         header, tokens, by_tag = self.read(data)
         rgb = self.decode(tokens, header.width, header.height)

@@ -21,17 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tokc.runtimes.errors import RuntimeInputError, RuntimeUnavailable
+
 BACKENDS = ("onnx", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
-
-
-class RuntimeUnavailable(RuntimeError):
-    """The backend (or the device, or the precision) is not available here; the message says why."""
-
-
-class RuntimeInputError(ValueError):
-    """Inputs that do not match the part: wrong names, dtype or rank."""
 
 
 def sidecar_name(codec: str, precision: str = "fp32") -> str:

@@ -1,0 +1,74 @@
+"""The codec contract every codec keeps (image, audio, one-d-piece-v1, ...).
+
+A codec is one object with a codec id (the string the .tokc header stores), a modality, and
+
+    compress(input, **rate) -> EncodeResult     # input: what its modality reads (pixels, samples)
+    decompress(data) -> Decoded                 # the bytes of a .tokc file it wrote
+
+`tokc.compress.registry` maps codec ids to codecs; `tokc.decompress`, `tokc decompress` and
+`tokc info` look the codec up from the header. Errors: `CodecError` and its subclasses (defined
+with the backends' errors in `tokc.runtimes.errors`, so a backend can raise them too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from tokc.runtimes.errors import CodecError, CodecUsageError, UnknownCodecError
+
+__all__ = ["Codec", "CodecError", "CodecUsageError", "Decoded", "EncodeResult", "UnknownCodecError"]
+
+# What decompress returns: for images uint8 pixels (H, W), (H, W, 3) or (H, W, 4); for audio
+# float32 samples (num_samples, channels) at the header's sample rate.
+Decoded = np.ndarray
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What every codec's compress returns: the file's bytes, what was coded, and the codec's
+    rate parameters as coded (image: level, quality; one-d-piece-v1: num_tokens, bits), which
+    also read as attributes (`res.quality`)."""
+
+    data: bytes
+    codec: str
+    modality: str
+    width: int = 0  # image
+    height: int = 0
+    sample_rate: int = 0  # audio
+    num_samples: int = 0
+    rate: Mapping[str, Any] = field(default_factory=dict)
+    tokens: np.ndarray | None = None  # the coded tokens, for codecs that code a flat list
+
+    def __getattr__(self, name: str):
+        rate = self.__dict__.get("rate", {})
+        if name in rate:
+            return rate[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel (images)."""
+        return 8 * len(self.data) / (self.width * self.height)
+
+    @property
+    def kbps(self) -> float:
+        """Kilobits per second (audio)."""
+        return 8 * len(self.data) * self.sample_rate / self.num_samples / 1000
+
+
+@runtime_checkable
+class Codec(Protocol):
+    codec_id: str
+    modality: str  # "image" or "audio"
+
+    def compress(self, input, **rate) -> EncodeResult: ...
+
+    def decompress(self, data: bytes) -> Decoded: ...
+
+    def summary(self, result: EncodeResult) -> tuple[dict, str]:
+        """The codec's fields of the CLI's summary (rate as coded): JSON fields and the text."""
+        ...
