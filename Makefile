@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/tokc bench compare $(IMAGE) -q $(Q)
 
+# lint-imports: the layers contract in pyproject.toml (a new import cycle fails CI)
 test: $(VENV)/.installed
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 test-slow: $(VENV)/.installed
@@ -33,6 +35,7 @@ bench-kodak: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

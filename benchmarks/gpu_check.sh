@@ -180,8 +180,7 @@ try:
     rgb = split_alpha_gray(as_image(image_path))[0]
     cpu = ImageCodec(w, backend="onnx")
     data = cpu.compress(rgb, quality=75).data
-    gpu = ImageCodec(w, backend="torch")
-    gpu.transforms = base.load_image_transforms(side, "torch", "cuda", weights=w.path)
+    gpu = ImageCodec(w, transforms=base.load_parts(side, "torch", "cuda", weights=w.path))
     _, _, z1, q1, _ = cpu.decode_tokens(data)
     _, _, z2, q2, _ = gpu.decode_tokens(data)
     diff = np.abs(cpu.decompress(data).astype(int) - gpu.decompress(data)).max()

@@ -466,13 +466,18 @@ def read_header(data_or_file: bytes | BinaryIO) -> Header:
     return Reader(data_or_file).header
 
 
-def digest_weights(path: str) -> bytes:
-    """The weights digest stored in headers: the first 8 bytes of the file's sha256."""
+def sha256_file(path) -> str:
+    """The sha256 of a file (hex), read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_READ_BLOCK), b""):
             h.update(block)
-    return h.digest()[:DIGEST_BYTES]
+    return h.hexdigest()
+
+
+def digest_weights(path: str) -> bytes:
+    """The weights digest stored in headers: the first 8 bytes of the file's sha256."""
+    return bytes.fromhex(sha256_file(path))[:DIGEST_BYTES]
 
 
 def check_weights(header: Header, digest: bytes) -> None:

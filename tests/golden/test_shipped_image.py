@@ -76,7 +76,7 @@ def test_integer_networks_same_in_onnxruntime_as_in_numpy(codec, photo, quality)
     w = codec.weights
     _, _, z, c = codec.decode_tokens(codec.compress(photo, quality=quality).data)
     cs = w.slice_channels
-    anchors = codec._parts(c.q.shape[1:])[0]
+    anchors = codec.latent.parts(c.q.shape[1:])[0]
     cases = [(w.hs, z)] + [(net, c.q[: s * cs]) for s, net in enumerate(w.ctx, 1)]
     cases += [(net, c.q[s * cs : (s + 1) * cs] * anchors) for s, net in enumerate(w.spatial)]
     for net, x in cases:

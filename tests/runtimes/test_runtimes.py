@@ -113,8 +113,7 @@ def test_auto_picks_onnx_on_cpu_and_tensorrt_needs_a_gpu(shipped):
 def test_image_transforms_match_the_codec_torch_path(shipped, photo):
     pytest.importorskip("torch")
     weights = image.ImageWeights()
-    onnx_codec = image.ImageCodec(weights, backend="torch")
-    onnx_codec.transforms = base.load_image_transforms(shipped, backend="onnx", threads=1)
+    onnx_codec = image.ImageCodec(weights, transforms=base.load_parts(shipped, backend="onnx", threads=1))
     torch_codec = image.ImageCodec(weights, backend="torch")
     data = torch_codec.compress(photo, quality=50).data
     assert onnx_codec.compress(photo, quality=50).data == data  # same tokens, same bytes

@@ -77,7 +77,6 @@ def test_tiles_leave_no_seams(tiny_codec, photo, monkeypatch):
     c = tiny_codec.code(a, 2500)
     whole = tiny_codec.reconstruct(c, 2500, *photo.shape[:2])
     monkeypatch.setattr(image, "TILE", 2)  # 32-px tiles: many seams
-    monkeypatch.setattr(image.tiled, "__defaults__", (2, image.MARGIN))
     a2 = tiny_codec.analyse(photo)
     np.testing.assert_allclose(a2.y, a.y, atol=1e-4)
     tiles = tiny_codec.reconstruct(c, 2500, *photo.shape[:2])

@@ -10,7 +10,6 @@ entropy parameters, synthesis). Runs on CPU here and unchanged on a GPU (--devic
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -88,39 +87,27 @@ def _median_ms(times: list[float]) -> float:
 
 class TokcVariant:
     def __init__(self, name: str, weights, onnx_dir: Path, device: str, threads: int):
+        from tokc.compress.base import CodecError
         from tokc.compress.image import ImageCodec
-        from tokc.runtimes.base import (
-            ImageTransforms,
-            RuntimeUnavailable,
-            load_image_transforms,
-            read_export,
-            sidecar_name,
-        )
+        from tokc.runtimes.base import RuntimeUnavailable, Transforms, load_parts, open_export
 
         backend, _, precision = name.partition("-")
         precision = precision or "fp32"
-        side = onnx_dir / sidecar_name("tokc-image-v1", precision)
         try:
             if backend == "torch":  # the PyTorch modules themselves: no export needed
                 from tokc.runtimes.torch import TorchRuntime
 
-                transforms = ImageTransforms({
+                transforms = Transforms({
                     p: TorchRuntime.from_weights(weights.path, p, device, precision, threads)
                     for p in ("g_a", "h_a", "g_s")
                 })
-            elif not side.exists():
-                raise Skip(f"no {precision} export in {onnx_dir} "
-                           f"(tokc export tokc-image-v1 -o {onnx_dir} --precision {precision})")
             else:
-                exp = read_export(side)
-                if exp.weights_sha256 != hashlib.sha256(Path(weights.path).read_bytes()).hexdigest():
-                    raise Skip(f"the {precision} export in {onnx_dir} was made from other weights")
-                transforms = load_image_transforms(exp, backend, device, threads)
-        except (RuntimeUnavailable, ImportError) as e:
+                exp = open_export(onnx_dir, weights.codec_id, precision, weights.sha256)
+                transforms = load_parts(exp, backend, device, threads)
+        except (RuntimeUnavailable, CodecError, ImportError) as e:
             raise Skip(str(e)) from None
         self.name, self.backend, self.precision, self.device = name, backend, precision, device
-        self.codec = ImageCodec(weights, backend="torch")
-        self.codec.transforms = _Timed(transforms)  # cached_property: the instance attribute wins
+        self.codec = ImageCodec(weights, transforms=_Timed(transforms))
         self.data = None
         self.synthesis_s = 0.0  # of the last decode
 
@@ -141,15 +128,11 @@ class _Timed:
     def __init__(self, inner):
         self.inner, self.name, self.seconds = inner, inner.name, 0.0
 
-    def analysis(self, x):
-        return self.inner.analysis(x)
-
-    def hyper_analysis(self, y):
-        return self.inner.hyper_analysis(y)
-
-    def synthesis(self, y_hat):
+    def run(self, part, x):
+        if part != "g_s":
+            return self.inner.run(part, x)
         t = time.perf_counter()
-        out = self.inner.synthesis(y_hat)
+        out = self.inner.run(part, x)
         self.seconds += time.perf_counter() - t
         return out
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from tokc.runtimes.errors import RuntimeInputError, RuntimeUnavailable
+from tokc.runtimes.errors import CodecError, CodecUsageError, RuntimeInputError, RuntimeUnavailable
+
+T = TypeVar("T")
 
 BACKENDS = ("onnx", "torch", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -143,16 +146,39 @@ def backend_available(backend: str, device: str = "cpu") -> bool:
     raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
 
 
+def backend_order(backend: str = "auto", device: str = "cpu") -> tuple[str, ...]:
+    """THE backend policy, for every codec and bench: a named backend alone; auto tries
+    TensorRT on a GPU, then ONNX Runtime, then PyTorch."""
+    if backend == "auto":
+        return ("tensorrt", "onnx", "torch") if device == "cuda" else ("onnx", "torch")
+    if backend not in BACKENDS:
+        raise CodecUsageError(f"unknown backend {backend!r} ({', '.join(BACKENDS)}, auto)")
+    return (backend,)
+
+
 def pick_backend(device: str = "cpu") -> str:
-    """auto: TensorRT on a GPU where it is installed, else ONNX Runtime, else PyTorch."""
-    order = ("tensorrt", "onnx", "torch") if device == "cuda" else ("onnx", "torch")
-    for backend in order:
+    """auto: the first backend in backend_order whose library (and device) is here."""
+    for backend in backend_order("auto", device):
         if backend_available(backend, device):
             return backend
     raise RuntimeUnavailable(
         f"no backend for device {device!r}: install onnxruntime (CPU), onnxruntime-gpu or "
         "TensorRT (CUDA), or torch"
     )
+
+
+def first_that_loads(backend: str, device: str, load: Callable[[str], T],
+                     errors=(CodecError, RuntimeUnavailable, ImportError)) -> T:
+    """load(name) for each backend of backend_order in turn: the first that loads; the last
+    one's error when none does (a named backend's own error)."""
+    order = backend_order(backend, device)
+    for i, name in enumerate(order):
+        try:
+            return load(name)
+        except errors:
+            if i == len(order) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def load(sidecar: Path | Export, part: str, backend: str = "auto", device: str = "cpu",
@@ -177,7 +203,8 @@ def load(sidecar: Path | Export, part: str, backend: str = "auto", device: str =
 
         weights = Path(weights) if weights else exp.path.parent / (exp.weights_file or f"{exp.codec}.safetensors")
         return TorchRuntime.from_weights(weights, part, device=device, precision=exp.precision,
-                                         threads=threads, expected_sha256=exp.weights_sha256)
+                                         threads=threads, expected_sha256=exp.weights_sha256,
+                                         io=(spec.input, spec.output))
     if backend == "tensorrt":
         from tokc.runtimes.trt import TensorRTRuntime
 
@@ -185,9 +212,9 @@ def load(sidecar: Path | Export, part: str, backend: str = "auto", device: str =
     raise ValueError(f"unknown backend {backend!r} ({', '.join(BACKENDS)}, auto)")
 
 
-class ImageTransforms:
-    """g_a, h_a, g_s through three Runtimes: what tokc.compress.image.ImageCodec.transforms
-    needs (analysis, hyper_analysis, synthesis on one (C, H, W) array)."""
+class Transforms:
+    """The named parts of a model (e.g. g_a, h_a, g_s), each a Runtime, run on one unbatched
+    array: run(part, x) -> array. What a codec's float transforms are, whatever the backend."""
 
     def __init__(self, runtimes: Mapping[str, Runtime], name: str | None = None):
         self.runtimes = dict(runtimes)
@@ -195,22 +222,30 @@ class ImageTransforms:
         self.name = name or first.backend
         self.device, self.precision = first.device, first.precision
 
-    def _run(self, part: str, x: np.ndarray) -> np.ndarray:
+    def run(self, part: str, x: np.ndarray) -> np.ndarray:
         rt = self.runtimes[part]
         return rt.run({rt.input_names[0]: x[None]})[rt.output_names[0]][0]
 
-    def analysis(self, x):
-        return self._run("g_a", x)
 
-    def hyper_analysis(self, y):
-        return self._run("h_a", y)
-
-    def synthesis(self, y_hat):
-        return self._run("g_s", y_hat)
-
-
-def load_image_transforms(sidecar: Path | Export, backend: str = "auto", device: str = "cpu",
-                          threads: int | None = None, **options) -> ImageTransforms:
+def load_parts(sidecar: Path | Export, backend: str = "auto", device: str = "cpu",
+               threads: int | None = None, **options) -> Transforms:
+    """Every part of an export, loaded with one backend."""
     exp = sidecar if isinstance(sidecar, Export) else read_export(sidecar)
-    runtimes = {p: load(exp, p, backend, device, threads, **options) for p in ("g_a", "h_a", "g_s")}
-    return ImageTransforms(runtimes)
+    return Transforms({p: load(exp, p, backend, device, threads, **options) for p in exp.parts})
+
+
+def open_export(folder: Path, codec_id: str, precision: str, weights_sha256: str) -> Export:
+    """The export of a codec's weights in a folder, checked to be made from these weights
+    (CodecError otherwise: decoding with other weights would be silently wrong)."""
+    folder = Path(folder)
+    path = folder / sidecar_name(codec_id, precision)
+    if not path.exists():
+        raise CodecError(f"no {precision} ONNX export in {folder} "
+                         f"(tokc export {codec_id} -o {folder} --precision {precision})")
+    try:
+        exp = read_export(path)
+    except RuntimeUnavailable as e:
+        raise CodecError(str(e)) from None
+    if exp.weights_sha256 != weights_sha256:
+        raise CodecError(f"the {precision} ONNX files in {folder} were made from other weights")
+    return exp

@@ -4,14 +4,11 @@ int8 is an ONNX/TensorRT precision and is refused here."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from tokc.runtimes.base import Runtime, RuntimeUnavailable
-
-NAMES = {"g_a": ("x", "y"), "h_a": ("y", "z"), "g_s": ("y_hat", "x_hat")}
 
 
 class TorchRuntime(Runtime):
@@ -36,22 +33,26 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_weights(cls, weights: Path, part: str, device: str = "cpu", precision: str = "fp32",
-                     threads: int | None = None, expected_sha256: str | None = None) -> TorchRuntime:
-        from tokc.compress.image import CodecError, ImageWeights, TorchTransforms
+                     threads: int | None = None, expected_sha256: str | None = None,
+                     io: tuple[str, str] = ("input", "output")) -> TorchRuntime:
+        """One float part of a packed weights file (tokc.models.packed), its input and output
+        named io (an export's sidecar names them)."""
+        from tokc.models import packed
 
         weights = Path(weights)
         if not weights.is_file():
             raise RuntimeUnavailable(f"the torch backend needs the weights file: {weights} is missing")
-        if expected_sha256 and hashlib.sha256(weights.read_bytes()).hexdigest() != expected_sha256:
+        file = packed.read(weights)
+        if expected_sha256 and file.sha256 != expected_sha256:
             raise RuntimeUnavailable(f"{weights} is not the weights file this export was made from")
-        if part not in NAMES:
-            raise ValueError(f"unknown part {part!r} ({', '.join(NAMES)})")
+        parts = sorted({k.split(".")[0] for k, v in file.tensors.items() if v.dtype == np.float16})
+        if part not in parts:  # the float parts are stored in fp16
+            raise ValueError(f"unknown part {part!r} ({', '.join(parts)})")
         try:
-            model = TorchTransforms(ImageWeights(weights)).model
-        except CodecError as e:
-            raise RuntimeUnavailable(str(e)) from None
-        return cls(getattr(model, part), *NAMES[part], device=device, precision=precision,
-                   threads=threads)
+            model = packed.float_model(file)
+        except ImportError:
+            raise RuntimeUnavailable("the torch backend needs PyTorch: pip install 'tokc-codec[torch]'") from None
+        return cls(getattr(model, part), *io, device=device, precision=precision, threads=threads)
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch

@@ -20,14 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 from tokc.compress import entropy, intnet
+from tokc.compress.image import CODEC_ID
+from tokc.compress.weights import int_layer_tensors
+from tokc.models import packed
 from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, checkerboard
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
 from tokc.train.surgery import upgrade_state_dict
 
-CODEC_ID = "tokc-image-v1"
 FRAC_BITS = 12  # fraction bits of the log-scale / mean output and of the log gains
 SCALE_COUNT = 64
 SCALE_MAX = 64.0
@@ -50,12 +51,6 @@ def hs_convs(model: ImageHyperprior) -> list:
         (c.weight.detach().double().numpy(), c.bias.detach().double().numpy(), relu, shuf)
         for c, relu, shuf in parts
     ]
-
-
-def layer_spec(layer: intnet.IntConv) -> dict:
-    """What the weights file's meta says of an integer layer (its tensors are stored apart)."""
-    return {"shift": np.asarray(layer.shift).tolist(), "relu": layer.relu, "shuffle": layer.shuffle,
-            "in_clip": layer.in_clip}
 
 
 def ctx_convs(net) -> list:
@@ -160,16 +155,12 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
                 ref = net(inp).numpy()[0]
                 got = intnet.run(clayers, inp[0].numpy().astype(np.int64)) / 2**FRAC_BITS
                 err = max(err, float(np.abs(ref - got).max()))
-            for i, layer in enumerate(clayers):
-                tensors[f"{name}.{i}.weight"] = layer.weight.astype(np.int16)
-                tensors[f"{name}.{i}.bias"] = layer.bias.astype(np.int64)
-            specs[name.split(".")[0] + "_layers"].append([layer_spec(la) for la in clayers])
+            tensors.update(int_layer_tensors(name, clayers))
+            specs[name.split(".")[0] + "_layers"].append([la.spec() for la in clayers])
     for prefix in ("g_a", "h_a", "g_s"):
         for k, v in getattr(model, prefix).state_dict().items():
             tensors[f"{prefix}.{k}"] = v.numpy().astype(np.float16)
-    for i, layer in enumerate(layers):
-        tensors[f"hs.{i}.weight"] = layer.weight.astype(np.int16)  # |w| <= 2**14
-        tensors[f"hs.{i}.bias"] = layer.bias.astype(np.int64)
+    tensors.update(int_layer_tensors("hs", layers))  # |w| <= 2**14
     z_pmf = model.z_prior.pmf(Z_RADIUS).double().numpy()
     tail = np.clip(1 - z_pmf.sum(1, keepdims=True), 1e-9, None)
     tensors["z_freq"] = entropy.quantize_pmf(np.concatenate([z_pmf, tail], 1))
@@ -181,7 +172,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     meta = {
         "codec": CODEC_ID,
         "config": model.config.to_dict(),
-        "hs_layers": [layer_spec(la) for la in layers],
+        "hs_layers": [la.spec() for la in layers],
         **specs,
         "frac_bits": FRAC_BITS,
         "scale_base_q": base,
@@ -191,11 +182,11 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
         **(extra_meta or {}),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
+    packed.write(out, tensors, meta)
     # the synthesis' channel energies (for the encoder's token choice), measured with the
     # codec the file makes, then added
     tensors["synth_gain"] = measure_synth_gain(out, crops[:SYNTH_GAIN_CROPS]).astype(np.float32)
-    save_file(tensors, str(out), metadata={"tokc": json.dumps(meta)})
+    packed.write(out, tensors, meta)
     return meta
 
 

@@ -1,0 +1,162 @@
+"""Latent coding over a latent of any rank (C, *grid): an image's (C, h, w), an audio
+signal's (C, 1, T) (1-D latents are coded as a one-row grid, so the same networks, context
+order and tables serve both).
+
+    coder = LatentCoder(weights)                   # weights: tokc.compress.weights.LatentWeights
+    mean, log_scale_q = coder.entropy_params(z)     # exact integers from the hyper-latent z
+    c = coder.code(y, mean, log_scale_q, level)     # tokens q, scale indices, offsets (+ RDOQ)
+    chunks = coder.chunks(z, c)                     # the 'ans ' (and 'esc ') chunks
+    z, c = coder.read(by_tag, z_shape, level)       # the decoder: the same tokens
+    y_hat = coder.latents(c, level)
+
+Coding order: slice by slice (channel context: the slices before), each slice in the parts
+that `order(grid shape)` gives (boolean masks; spatial context: the first part's tokens).
+`checkerboard` is the default: on a 2-D grid the anchors where row + column is even, then the
+rest; on a (1, T) grid the even frames, then the odd ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokc import format as fmt
+from tokc.compress import entropy
+
+
+@dataclass(frozen=True)
+class Coded:
+    """The latents at one rate level, as coded."""
+
+    q: np.ndarray  # (M, *grid) int64 tokens
+    index: np.ndarray  # (M, *grid) int64 scale index: the coding table of each token
+    offset: np.ndarray  # (M, *grid) float64: y*gain is coded as q + offset
+
+
+def checkerboard(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Anchors (sum of the grid indices even), then the rest: a checkerboard on (h, w),
+    even/odd frames on (1, T) or (T,)."""
+    anchor = np.indices(shape).sum(0) % 2 == 0
+    return [anchor, ~anchor]
+
+
+def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """(C,) -> (C, 1, ...) broadcasting over a grid of ndim - 1 axes."""
+    return np.asarray(v).reshape((-1,) + (1,) * (ndim - 1))
+
+
+class LatentCoder:
+    def __init__(self, weights, order: Callable[[tuple[int, ...]], list[np.ndarray]] = checkerboard):
+        self.weights = weights
+        self.order = order
+
+    def entropy_params(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact integer entropy parameters: the mean (ungained) and the fixed-point log scale."""
+        out = self.weights.hs(z)
+        m = out.shape[0] // 2
+        return out[:m] / 2.0**self.weights.frac, out[m:].astype(np.int64)
+
+    def scale_index(self, log_scale_q: np.ndarray, level_milli: int,
+                    channels: slice = slice(None)) -> np.ndarray:
+        meta = self.weights.meta
+        lg = per_channel(self.weights.log_gain_at(level_milli)[channels], log_scale_q.ndim)
+        step = int(meta["scale_step_q"])
+        k = (log_scale_q + lg - int(meta["scale_base_q"]) + step // 2) // step
+        return np.clip(k, 0, len(self.weights.y_tables.offsets) - 1)
+
+    def parts(self, shape: tuple[int, ...]) -> list[np.ndarray]:
+        """The coding order inside a slice: all of it, or with a spatial context `order`'s parts."""
+        if not self.weights.spatial:
+            return [np.ones(shape, dtype=bool)]
+        return self.order(shape)
+
+    def walk(self, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int, tokens) -> Coded:
+        """Walk the latents in coding order: slice by slice (one slice without a context
+        model), each in its parts. For each part: the offset (gained mean plus the contexts'
+        shifts: float, used only to quantize and to reconstruct), the scale indices (exact
+        integers: they choose the coding tables), then tokens(channels, part, offset, index)
+        -> the part's integer tokens, (channels, count) (the encoder rounds, the decoder reads
+        the stream). Encoder and decoder share this walk."""
+        w = self.weights
+        frac = 2.0**w.frac
+        offset = mean * per_channel(np.exp(w.log_gain_at(level_milli) / frac), mean.ndim)
+        cs = w.slice_channels
+        parts = self.parts(mean.shape[1:])
+        q = np.zeros(mean.shape, dtype=np.int64)
+        index = np.zeros(mean.shape, dtype=np.int64)
+        for s in range(len(w.ctx) + 1):
+            ch = slice(s * cs, (s + 1) * cs)
+            log_scale = log_scale_q[ch]
+            if s:  # channel context: the tokens of the slices before
+                shift = w.ctx[s - 1](q[: s * cs])
+                offset[ch] += shift[:cs] / frac
+                log_scale = log_scale + shift[cs:].astype(np.int64)
+            for i, part in enumerate(parts):
+                if i:  # spatial context: this slice's tokens of the first part
+                    shift = w.spatial[s](q[ch] * parts[0])
+                    offset[ch][:, part] += shift[:cs][:, part] / frac
+                    log_scale = log_scale + np.where(part, shift[cs:], 0).astype(np.int64)
+                index[ch] = self.scale_index(log_scale, level_milli, ch)
+                q[ch][:, part] = tokens(ch, part, offset[ch][:, part], index[ch][:, part])
+        return Coded(q, index, offset)
+
+    def code(self, y: np.ndarray, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int,
+             weight: np.ndarray | None = None) -> Coded:
+        """The tokens of latents y at a level: rounded, then, given weight (M,) (distortion per
+        squared token unit of each channel, in units of the rate in bits), each nonzero token
+        moved one step toward its prediction where that lowers rate + distortion
+        (rate-distortion optimised quantization; encoder only: any decoder reads the tokens
+        the same way)."""
+        w = self.weights
+        yg = y * per_channel(np.exp(w.log_gain_at(level_milli) / 2.0**w.frac), y.ndim)
+        if weight is not None:
+            weight = weight[:, None]
+
+        def tokens(ch, part, offset, index):
+            r = yg[ch][:, part] - offset
+            q = np.round(r).astype(np.int64)
+            if weight is None:
+                return q
+            q1 = q - np.sign(q)
+            d_rate = w.y_tables.cost_bits(q1, index) - w.y_tables.cost_bits(q, index)
+            d_dist = (r - q1) ** 2 - (r - q) ** 2
+            return np.where((q != 0) & (d_rate + weight[ch] * d_dist < 0), q1, q)
+
+        return self.walk(mean, log_scale_q, level_milli, tokens)
+
+    def chunks(self, z: np.ndarray, c: Coded) -> list[fmt.Chunk]:
+        """The hyper-latent and the tokens, entropy coded in the decoder's order: 'ans ', and
+        'esc ' when a token fell outside its table."""
+        enc = entropy.Encoder()
+        enc.add(self.weights.z_tables, z, np.broadcast_to(per_channel(np.arange(z.shape[0]), z.ndim), z.shape))
+        cs = self.weights.slice_channels
+        parts = self.parts(c.q.shape[1:])
+        for s in range(0, c.q.shape[0], cs):  # in the decoder's order (see walk)
+            for part in parts:
+                enc.add(self.weights.y_tables, c.q[s : s + cs][:, part], c.index[s : s + cs][:, part])
+        stream, escapes = enc.finish()
+        chunks = [fmt.Chunk("ans ", stream)]
+        if escapes:
+            chunks.append(fmt.Chunk("esc ", escapes))
+        return chunks
+
+    def read(self, by_tag: dict, z_grid: tuple[int, ...], level_milli: int) -> tuple[np.ndarray, Coded]:
+        """The decoder: z (channels, *z_grid) and the tokens, exactly as the encoder coded them."""
+        if "ans " not in by_tag:
+            raise fmt.TokcFormatError("missing the 'ans ' chunk")
+        cz = self.weights.z_tables.freq.shape[0]
+        dec = entropy.Decoder(by_tag["ans "], by_tag.get("esc ", b""))
+        zshape = (cz, *z_grid)
+        z = dec.decode(self.weights.z_tables, np.broadcast_to(per_channel(np.arange(cz), len(zshape)), zshape))
+        mean, log_scale_q = self.entropy_params(z)
+        c = self.walk(mean, log_scale_q, level_milli,
+                      lambda ch, part, offset, index: dec.decode(self.weights.y_tables, index))
+        dec.finish()
+        return z, c
+
+    def latents(self, c: Coded, level_milli: int) -> np.ndarray:
+        """y_hat, the input of the synthesis."""
+        ig = per_channel(np.exp(self.weights.log_igain_at(level_milli)), c.q.ndim)
+        return ((c.q + c.offset) * ig).astype(np.float32)

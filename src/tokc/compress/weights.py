@@ -1,0 +1,109 @@
+"""The codec's view of a packed weights file (tokc.models.packed reads and writes it): the
+integer networks (hyper-synthesis, channel and spatial contexts), the entropy tables and the
+rate levels' gains, as numpy arrays; no torch needed. The layout is the same for any latent
+rank, so an audio codec's file reads here too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tokc.compress import entropy, intnet
+from tokc.compress.base import CodecError
+from tokc.compress.intnet_ort import Network
+from tokc.models import packed
+
+
+def int_layers(tensors: dict, prefix: str, specs: list[dict], threads: int = 0) -> Network:
+    """An integer network from the weights file: tensors {prefix}.{i}.weight / .bias and the
+    meta's layer specs (intnet.IntConv.from_spec)."""
+    return Network([
+        intnet.IntConv.from_spec(tensors[f"{prefix}.{i}.weight"], tensors[f"{prefix}.{i}.bias"], spec)
+        for i, spec in enumerate(specs)
+    ], threads=threads)
+
+
+def int_layer_tensors(prefix: str, layers, weight_dtype=np.int16) -> dict[str, np.ndarray]:
+    """What the writer stores of an integer network (int_layers reads it back)."""
+    out = {}
+    for i, layer in enumerate(layers):
+        out[f"{prefix}.{i}.weight"] = layer.weight.astype(weight_dtype)
+        out[f"{prefix}.{i}.bias"] = layer.bias.astype(np.int64)
+    return out
+
+
+class LatentWeights:
+    """Everything in a packed weights file, as numpy arrays. codec_id: the codec whose file
+    it is (the export sidecars are named by it)."""
+
+    codec_id = ""
+
+    def __init__(self, path: Path, threads: int = 0):
+        """threads: of the integer networks' ONNX Runtime sessions (0: ONNX Runtime's default)."""
+        path = Path(path)
+        if not path.exists():
+            raise CodecError(f"weights file not found: {path}")
+        self.file = packed.read(path)
+        self.path = path
+        self.meta = meta = self.file.meta
+        self.tensors = self.file.tensors
+        self.config = meta["config"]
+        self.levels = int(self.config["levels"])
+        self.frac = int(meta["frac_bits"])
+        self.hs = int_layers(self.tensors, "hs", meta["hs_layers"], threads)
+        # channel-wise context: one integer network per slice after the first
+        self.ctx = [
+            int_layers(self.tensors, f"ctx.{s}", specs, threads)
+            for s, specs in enumerate(meta.get("ctx_layers", []), start=1)
+        ]
+        # spatial (checkerboard, even/odd) context: one integer network per slice (none in older files)
+        self.spatial = [
+            int_layers(self.tensors, f"spatial.{s}", specs, threads)
+            for s, specs in enumerate(meta.get("spatial_layers", []))
+        ]
+        self.log_gain_q = self.tensors["log_gain_q"].astype(np.int64)
+        self.log_igain = self.tensors["log_igain"].astype(np.float64)
+        zr = int(meta["z_radius"])
+        self.z_tables = entropy.Tables(
+            self.tensors["z_freq"], np.full(len(self.tensors["z_freq"]), zr)
+        )
+        self.y_tables = entropy.Tables(self.tensors["y_freq"], self.tensors["y_offsets"])
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 (hex), computed once."""
+        return self.file.sha256
+
+    @property
+    def digest(self) -> bytes:
+        """The weights digest of .tokc headers."""
+        return self.file.digest
+
+    @property
+    def slice_channels(self) -> int:
+        """Latent channels per coded slice (all of them without a context model)."""
+        return int(self.config["m"]) // (len(self.ctx) + 1)
+
+    def float_state(self, prefix: str) -> dict[str, np.ndarray]:
+        return self.file.float_state(prefix)
+
+    # integer rate parameter: level in thousandths
+    def log_gain_at(self, level_milli: int) -> np.ndarray:
+        """Fixed-point log gains at a level, by exact integer interpolation."""
+        lo = min(max(level_milli // 1000, 0), self.levels - 2)
+        t = level_milli - 1000 * lo
+        a, b = self.log_gain_q[lo], self.log_gain_q[lo + 1]
+        return a + ((b - a) * t) // 1000
+
+    def lambda_at(self, level_milli: int) -> float:
+        """The rate-distortion trade-off the model was trained for at a level (loss = bpp +
+        lambda * MSE on 0..255), geometric between the first and last level."""
+        t = level_milli / 1000 / (self.levels - 1)
+        return self.config["lambda_min"] ** (1 - t) * self.config["lambda_max"] ** t
+
+    def log_igain_at(self, level_milli: int) -> np.ndarray:
+        lo = min(max(level_milli // 1000, 0), self.levels - 2)
+        t = (level_milli - 1000 * lo) / 1000
+        return self.log_igain[lo] * (1 - t) + self.log_igain[lo + 1] * t
