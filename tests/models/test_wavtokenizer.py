@@ -16,6 +16,9 @@ FIX = FIXTURES / "wavtokenizer"
 pytestmark = needs_fixture("wavtokenizer")
 AUDIO_ATOL = 1e-5
 FEAT_ATOL = 1e-6
+# the encoder's float32 latents: one of 2,432 values moved by 1.24e-6 with this venv's BLAS
+# (numpy 2.4 / torch 2.13 CPU); the tokens themselves are compared exactly
+LATENT_ATOL = 5e-6
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def test_config_from_fixture(model):
 def test_encode_matches_fixture(model, io):
     audio = torch.from_numpy(io["audio"])
     lat = model.encode_latents(audio)
-    np.testing.assert_allclose(lat.numpy(), io["encoder_out"], rtol=0, atol=FEAT_ATOL)
+    np.testing.assert_allclose(lat.numpy(), io["encoder_out"], rtol=0, atol=LATENT_ATOL)
     codes = model.encode(audio)
     assert codes.dtype == torch.int64 and tuple(codes.shape) == io["codes"].shape
     np.testing.assert_array_equal(codes.numpy(), io["codes"])

@@ -150,14 +150,16 @@ class FactorizedPrior(nn.Module):
         return (torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo)).abs()[:, 0, :]
 
 
-def context_net(cin: int, width: int, cout: int) -> nn.Sequential:
+def context_net(cin: int, width: int, cout: int, kernel: tuple[int, int] = (3, 3)) -> nn.Sequential:
     """Tokens of the slices already coded -> (mean shift, log-scale shift) of the next slice.
-    Only 3x3 convs and ReLU, so that the codec runs it exactly in integers; the last conv
-    starts at zero, so a model given a context starts as the same codec without one."""
+    Only 'same' convs (3x3 for images, 1xk for audio's (C, 1, T) latents) and ReLU, so that
+    the codec runs it exactly in integers; the last conv starts at zero, so a model given a
+    context starts as the same codec without one."""
+    pad = (kernel[0] // 2, kernel[1] // 2)
     net = nn.Sequential(
-        nn.Conv2d(cin, width, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(width, 2 * cout, 3, padding=1),
+        nn.Conv2d(cin, width, kernel, padding=pad), nn.ReLU(),
+        nn.Conv2d(width, width, kernel, padding=pad), nn.ReLU(),
+        nn.Conv2d(width, 2 * cout, kernel, padding=pad),
     )
     nn.init.zeros_(net[4].weight)
     nn.init.zeros_(net[4].bias)
