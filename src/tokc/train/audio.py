@@ -24,7 +24,7 @@ import torch
 from tokc.dsp import frames_for, pad_signal
 from tokc.models.audio import SAMPLE_RATE, AudioConfig, AudioModel, pca_init
 from tokc.models.hyperprior import gaussian_likelihood
-from tokc.train.image import save_atomic
+from tokc.train.common import export_resume, make_optimizer, save_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared/data/audio"
 
@@ -124,16 +124,6 @@ def validate(model: AudioModel, clips: list[np.ndarray], levels=(0.0, 2.5, 5.0))
     return res
 
 
-def make_optimizer(model: AudioModel, args) -> torch.optim.Optimizer:
-    gain_params = [model.log_gain, model.log_igain]
-    ctx_params = [p for net in (model.ctx, model.spatial) if net is not None for p in net.parameters()]
-    special = {id(p) for p in gain_params + ctx_params}
-    others = [p for p in model.parameters() if id(p) not in special]
-    groups = [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}]
-    if ctx_params:
-        groups.append({"params": ctx_params, "lr_scale": args.ctx_lr_scale})
-    return torch.optim.Adam(groups, lr=args.lr)
-
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -193,12 +183,7 @@ def main(argv=None) -> None:
     for grp in opt.param_groups:
         grp["lr"] = args.lr * grp.get("lr_scale", 1.0)
     if args.export_resume:
-        from safetensors.torch import save_file
-
-        meta = {"config": model.config.to_dict(), "step": step}
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(sd, str(args.export_resume), metadata={"tokc_train": json.dumps(meta)})
-        print(f"wrote {args.export_resume} (step {step})", flush=True)
+        export_resume(model, step, args.export_resume)
         return
 
     crops = Crops(speech, music, args.music, (args.frames + 1) * model.config.hop, gen)

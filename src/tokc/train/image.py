@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 
 from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, gaussian_likelihood
+from tokc.train.common import export_resume, make_optimizer, save_atomic
 from tokc.train.surgery import (
     add_context,
     add_spatial_context,
@@ -91,23 +91,6 @@ def validate(model: ImageHyperprior, crops, levels=(0.0, 2.5, 5.0)) -> dict:
     return res
 
 
-def make_optimizer(model: ImageHyperprior, args) -> torch.optim.Optimizer:
-    gain_params = [model.log_gain, model.log_igain]
-    ctx_params = [p for net in (model.ctx, model.spatial) if net is not None for p in net.parameters()]
-    special = gain_params + ctx_params
-    others = [p for p in model.parameters() if all(p is not g for g in special)]
-    # the per-level gains get a larger step: they must travel far (log units) and are few;
-    # the context networks too: they start from scratch beside a trained model
-    groups = [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}]
-    if ctx_params:
-        groups.append({"params": ctx_params, "lr_scale": args.ctx_lr_scale})
-    return torch.optim.Adam(groups, lr=args.lr)
-
-
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:
@@ -207,12 +190,7 @@ def main(argv=None) -> None:
     for grp in opt.param_groups:
         grp["lr"] = args.lr * grp.get("lr_scale", 1.0)
     if args.export_resume:
-        from safetensors.torch import save_file
-
-        meta = {"config": model.config.to_dict(), "step": step}
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(args.export_resume), metadata={"tokc_train": json.dumps(meta)})
-        print(f"wrote {args.export_resume} (step {step})", flush=True)
+        export_resume(model, step, args.export_resume)
         return
 
     levels = model.config.levels
