@@ -124,7 +124,6 @@ def validate(model: AudioModel, clips: list[np.ndarray], levels=(0.0, 2.5, 5.0))
     return res
 
 
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
