@@ -62,3 +62,54 @@ def photo() -> np.ndarray:
     if not path.exists():
         pytest.skip(f"{path} missing (../shared/data)")
     return np.asarray(Image.open(path).convert("RGB"))[100:228, 200:392].copy()
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_weights(tmp_path_factory) -> Path:
+    """A tiny randomly initialised tokc-audio-v1 (hop 32, 4 bands, 3 slices, even/odd
+    context) packed like the shipped weights. The transform is fixed, so it codes audio as
+    faithfully as the shipped model; only its rate is worse."""
+    torch = pytest.importorskip("torch")
+    from tokc.models.audio import AudioConfig, AudioModel
+    from tokc.train.pack_audio import pack_model
+
+    torch.manual_seed(0)
+    model = AudioModel(AudioConfig(hop=32, bands=4, m=36, nz=4, ctx_slices=3, ctx_width=8)).eval()
+    with torch.no_grad():  # contexts that do something (a new one starts at zero)
+        for net in [*model.ctx, *model.spatial]:
+            net[4].weight.normal_(0, 0.05)
+            net[4].bias.normal_(0, 0.1)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(16000) * 0.05 * np.hanning(16000) for _ in range(2)]
+    out = tmp_path_factory.mktemp("weights") / "tiny_audio.safetensors"
+    pack_model(model, waves, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_codec(tiny_audio_weights):
+    from tokc.compress.audio import AudioCodec, AudioWeights
+
+    return AudioCodec(AudioWeights(tiny_audio_weights))
+
+
+@pytest.fixture(scope="session")
+def speech():
+    """A training-split speech clip (16 kHz mono), or a synthetic voiced signal without
+    ../shared."""
+    from tokc.compress.base import Sound
+
+    index = SHARED / "data/audio/speech/index.tsv"
+    if index.exists():
+        import soundfile
+
+        row = next(line.split("\t") for line in index.read_text().splitlines()[1:]
+                   if line.endswith("\ttrain"))
+        x, rate = soundfile.read(SHARED / "data/audio/speech" / row[0], dtype="float32",
+                                 always_2d=True)
+        return Sound(x[: 3 * rate], rate)
+    t = np.arange(3 * 16000) / 16000
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.5 * t)
+    x = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16000) / k for k in range(1, 20))
+    x *= 0.1 * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    return Sound(x[:, None].astype(np.float32), 16000)

@@ -3,6 +3,8 @@
     import tokc
     data = tokc.compress("photo.png", quality=75)      # -> bytes of a .tokc file
     pixels = tokc.decompress(data)                      # -> uint8 array (H, W[, C])
+    data = tokc.compress("talk.wav", kbps=8)            # audio: quality=, kbps= or size=
+    sound = tokc.decompress(data)                       # -> tokc.Sound(samples, sample_rate)
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import tokc.compress  # noqa: F401  (isort: skip)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compress", "decompress", "open_model"]
+from tokc.compress.base import Sound  # noqa: E402
+
+__all__ = ["Sound", "__version__", "compress", "decompress", "open_model"]
 
 
 def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
@@ -33,21 +37,53 @@ def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
     return entry.open(backend=backend, **options)
 
 
-def compress(image, quality: float = 75, *, size: int | None = None, psnr: float | None = None,
-             effort: int = 1, model: str = "tokc-image-v1", backend: str = "auto") -> bytes:
-    """Compress an image (path, PIL image or uint8 array) to the bytes of a .tokc file.
+def compress(input, quality: float | None = None, *, size: int | None = None,
+             psnr: float | None = None, kbps: float | None = None, effort: int | None = None,
+             sample_rate: int | None = None, model: str | None = None,
+             backend: str = "auto") -> bytes:
+    """Compress an image or a sound to the bytes of a .tokc file.
 
-    quality 0..100 (100 is the highest rate, not lossless); or size= a byte budget; or
-    psnr= a target in dB. effort 1..9 trades encode time for fewer bytes."""
-    return open_model(model, backend).compress(
-        image, quality=quality, size=size, psnr=psnr, effort=effort
-    ).data
+    input: an image (path, PIL image or uint8 array) or a sound (a path to .wav/.flac/.ogg/
+    .mp3, a tokc.Sound, or an array (n,) / (n, channels) with sample_rate=). Rate: quality
+    0..100 (default 75; 100 is the highest rate, not lossless); or size= a byte budget; or
+    psnr= a target in dB (images); or kbps= an average bitrate (audio). effort 1..9 (images)
+    trades encode time for fewer bytes. model: a codec id (default: the modality's default
+    codec) or a weights file."""
+    from pathlib import Path
+
+    from tokc.compress import registry
+
+    audio = sample_rate is not None or isinstance(input, Sound) or (
+        isinstance(input, (str, Path)) and registry.modality_of(str(input)) == "audio")
+    default = registry.default_for("audio" if audio else "image")
+    if model is None:
+        codec = default.open(backend=backend)
+    elif not _registered(model) and Path(model).is_file():
+        codec = default.open(backend=backend, weights=model)
+    else:
+        codec = open_model(model, backend)
+    rate = {k: v for k, v in {"quality": quality, "size": size, "psnr": psnr, "kbps": kbps,
+                              "effort": effort}.items() if v is not None}
+    if codec.modality == "audio":
+        return codec.compress(input, sample_rate=sample_rate, **rate).data
+    return codec.compress(input, **rate).data
+
+
+def _registered(name: str) -> bool:
+    from tokc.compress import registry
+
+    try:
+        registry.entry(name)
+    except registry.UnknownCodecError:
+        return False
+    return True
 
 
 def decompress(data: bytes, *, model: str | None = None, backend: str = "auto", **options):
     """Decode the bytes of a .tokc file with the codec its header names: for images a uint8
     array (H, W), (H, W, 3) or (H, W, 4). model: a weights file to decode with (default: the
-    shipped ones); options: what the codec loads (checkpoint= for one-d-piece-v1)."""
+    shipped ones); options: what the codec loads (checkpoint= for one-d-piece-v1). Audio
+    decodes to a tokc.Sound (samples (n, channels) float32, sample_rate)."""
     from pathlib import Path
 
     from tokc import format as fmt

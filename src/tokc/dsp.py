@@ -62,3 +62,43 @@ def compand(x, power: float):
 def expand(y, power: float):
     """The inverse of compand."""
     return np.sign(y) * np.abs(y) ** (1.0 / power)
+
+
+ENV_FLOOR = 2.0**-16  # the envelope's floor (companded RMS): digital silence sits here
+
+
+def band_rms(coefs: np.ndarray, bands: int) -> np.ndarray:
+    """(hop, T) -> (bands, T): the RMS of each of `bands` equal-width frequency bands."""
+    hop, t = coefs.shape
+    return np.sqrt(np.mean(coefs.reshape(bands, hop // bands, t) ** 2, axis=1))
+
+
+def envelope(coefs: np.ndarray, bands: int) -> np.ndarray:
+    """(hop, T) companded coefficients -> (bands, T) log2 band RMS, floored at ENV_FLOOR."""
+    return np.log2(band_rms(coefs, bands) + ENV_FLOOR)
+
+
+def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: float,
+               cap: np.ndarray, gen: np.random.Generator) -> np.ndarray:
+    """Noise filling: each band's energy that the decoded coefficients `coefs` (hop, T) lack
+    against the envelope `env` (bands, T; log2 RMS) comes back as Gaussian noise on the
+    coefficients that were coded as zero (`zero`), at `kappa` of the missing RMS and at most
+    `cap` (hop, T or broadcastable: a zero token's largest possible magnitude)."""
+    hop, t = coefs.shape
+    bands = env.shape[0]
+    width = hop // bands
+    target = (2.0 ** env - ENV_FLOOR).clip(0) ** 2 * width
+    have = (coefs**2).reshape(bands, width, t).sum(1)
+    count = zero.reshape(bands, width, t).sum(1)
+    missing = np.sqrt((target - have).clip(0) / np.maximum(count, 1))
+    amp = np.minimum(kappa * np.repeat(missing, width, axis=0), cap)
+    return coefs + np.where(zero, amp * gen.standard_normal(coefs.shape), 0.0)
+
+
+def decode_frames(y_hat: np.ndarray, zero: np.ndarray, cap: np.ndarray, bands: int,
+                  kappa: float, power: float, gen: np.random.Generator) -> np.ndarray:
+    """tokc-audio-v1's synthesis: dequantized latents y_hat (bands + hop, T) (envelope, then
+    companded coefficients), the coefficients coded as zero (hop, T) and a zero token's
+    largest magnitude `cap` -> noise-filled MDCT coefficients (hop, T)."""
+    env, coefs = y_hat[:bands].astype(np.float64), y_hat[bands:].astype(np.float64)
+    return expand(noise_fill(coefs, zero, env, kappa, cap, gen), power)

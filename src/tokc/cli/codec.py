@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -30,7 +31,7 @@ from tokc.compress import registry
 from tokc.compress.base import CodecError, CodecUsageError
 
 ERRORS = (CodecError, fmt.TokcFormatError, OSError)
-FLAGS = {"quality": "-q", "size": "--size", "psnr": "--psnr", "effort": "-e", "tokens": "--tokens",
+FLAGS = {"quality": "-q", "kbps": "-b", "size": "--size", "psnr": "--psnr", "effort": "-e", "tokens": "--tokens",
          "checkpoint": "--checkpoint", "weights": "-m", "backend": "--backend"}
 
 
@@ -44,8 +45,14 @@ def _read_input(path: str) -> bytes:
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
+    _write_with(path, lambda f: f.write(data), force)
+
+
+def _write_with(path: str, write, force: bool) -> None:
+    """write(fileobj) into the output: stdout as it comes, or a temporary file renamed into
+    place only once write returned (a failure leaves no output behind)."""
     if path == "-":
-        sys.stdout.buffer.write(data)
+        write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
     p = Path(path)
@@ -54,11 +61,27 @@ def _write_output(path: str, data: bytes, force: bool) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class _Recording:
+    """A binary input that keeps what was read through it (the header, read before the codec
+    is known), so that a codec without streaming still gets the whole file."""
+
+    def __init__(self, f):
+        self.f, self.seen = f, bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.seen += data
+        return data
+
+    def rest(self) -> bytes:
+        return bytes(self.seen) + self.f.read()
 
 
 def _refuse_existing(output: str, force: bool) -> None:
@@ -111,13 +134,16 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("-o", "--output", metavar="OUT", help="Output file (default: IN with .tokc; - for stdout).")
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=None,
               help="Quality 0..100 (default 75). 100 is the highest rate, NOT lossless.")
+@click.option("-b", "--kbps", type=click.FloatRange(0, min_open=True), default=None, metavar="KBPS",
+              help="Audio: the best quality whose average bitrate is at most KBPS.")
 @click.option("--size", type=click.IntRange(1), metavar="BYTES", help="Best quality whose file fits in BYTES.")
 @click.option("--psnr", type=float, metavar="DB", help="Smallest file reaching this PSNR (dB).")
 @click.option("-e", "--effort", type=click.IntRange(1, 9), default=None,
               help="Encoder effort 1..9 (default 1): higher spends more time for fewer bytes at the "
                    "same quality.")
-@click.option("-m", "--model", default="tokc-image-v1", show_default=True,
-              help="tokc-image-v1, a weights file, or one-d-piece (with --checkpoint).")
+@click.option("-m", "--model", default="default", show_default=True,
+              help="default (tokc-image-v1 for images, tokc-audio-v1 for audio by the input's "
+                   "suffix), a codec id, a weights file, or one-d-piece (with --checkpoint).")
 @click.option("--checkpoint", metavar="PATH", help="-m one-d-piece: the checkpoint folder or weights file.")
 @click.option("--tokens", type=int, default=None, metavar="K",
               help="-m one-d-piece: code the first K tokens (default: all of them).")
@@ -126,13 +152,14 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also decode and report PSNR.")
-def compress(input, output, quality, size, psnr, effort, model, checkpoint, tokens, backend, force,
-             as_json, quiet, verbose):
-    """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, RGB or RGBA) to a .tokc file."""
-    if sum(x is not None for x in (quality, size, psnr)) > 1:
-        raise click.UsageError("give at most one of -q, --size, --psnr")
-    rate = {k: v for k, v in {"quality": quality, "size": size, "psnr": psnr, "effort": effort,
-                              "tokens": tokens}.items() if v is not None}
+def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint, tokens, backend,
+             force, as_json, quiet, verbose):
+    """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, RGB or RGBA) or audio (WAV, FLAC,
+    OGG, MP3; mono or stereo) to a .tokc file."""
+    if sum(x is not None for x in (quality, kbps, size, psnr)) > 1:
+        raise click.UsageError("give at most one of -q, -b, --size, --psnr")
+    rate = {k: v for k, v in {"quality": quality, "kbps": kbps, "size": size, "psnr": psnr,
+                              "effort": effort, "tokens": tokens}.items() if v is not None}
     entry, load = _choose(model, registry.modality_of(input))
     if checkpoint is not None:
         load["checkpoint"] = checkpoint
@@ -176,38 +203,51 @@ def compress(input, output, quality, size, psnr, effort, model, checkpoint, toke
 
 @main.command()
 @click.argument("input", metavar="IN")
-@click.option("-o", "--output", metavar="OUT", help="Output image (default: IN with .png; - for PNG on stdout).")
+@click.option("-o", "--output", metavar="OUT",
+              help="Output file (default: IN with .png for images, .wav for audio; - for stdout). "
+                   "The extension picks the format.")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
-@click.option("-m", "--model", default="tokc-image-v1", show_default=True)
+@click.option("-m", "--model", default="default", show_default=True,
+              help="A weights file to decode with (default: the shipped weights of the file's codec).")
 @click.option("--checkpoint", metavar="PATH", help="The One-D-Piece checkpoint a one-d-piece-v1 file was made with.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 def decompress(input, output, backend, model, checkpoint, force, quiet):
-    """Decompress a .tokc file (PNG by default for images; the extension picks the format)."""
+    """Decompress a .tokc file: images to PNG (or .ppm, .tif, .bmp, .webp), audio to 16-bit WAV
+    (or .flac), decoded as the file is read."""
     if output is not None:
         _refuse_existing(output, force)
     t0 = time.perf_counter()
     try:
-        data = _read_input(input)
-        header = fmt.read_header(data)
-        entry = registry.entry_for(header)
-        load = {**_choose(model, header.modality)[1], "checkpoint": checkpoint}
-        load = {k: v for k, v in load.items() if v is not None}
-        for option in load:
-            if option not in entry.load_options:
-                raise Failure(f"{FLAGS[option]} is for {_takers(option)} files; this is a "
-                              f"{header.codec} file")
-        media = registry.media(header.modality)
-        if output is None:
-            output = "-" if input == "-" else str(Path(input).with_suffix(media.SUFFIX))
-            _refuse_existing(output, force)
-        codec = _open(entry, {"backend": backend, **load})
-        decoded = codec.decompress(data)
-        _write_output(output, media.write(decoded, output), force)
+        if input != "-" and not Path(input).is_file():
+            raise Failure(f"{input}: no such file")
+        with (open(input, "rb") if input != "-" else nullcontext(sys.stdin.buffer)) as src:
+            src = _Recording(src)
+            reader = fmt.Reader(src)
+            header = reader.header
+            entry = registry.entry_for(header)
+            load = {**_choose(model, header.modality)[1], "checkpoint": checkpoint}
+            load = {k: v for k, v in load.items() if v is not None}
+            for option in load:
+                if option not in entry.load_options:
+                    raise Failure(f"{FLAGS[option]} is for {_takers(option)} files; this is a "
+                                  f"{header.codec} file")
+            media = registry.media(header.modality)
+            if output is None:
+                output = "-" if input == "-" else str(Path(input).with_suffix(media.SUFFIX))
+                _refuse_existing(output, force)
+            codec = _open(entry, {"backend": backend, **load})
+            if hasattr(codec, "decompress_stream") and hasattr(media, "write_stream"):
+                _write_with(output, lambda f: media.write_stream(
+                    codec.decompress_stream(reader), header, f, output), force)
+                described = media.describe_header(header)
+            else:
+                decoded = codec.decompress(src.rest())
+                _write_output(output, media.write(decoded, output), force)
+                described = media.describe(decoded)
     except CodecUsageError as e:
         raise Usage(str(e)) from None
     except ERRORS as e:
         raise Failure(str(e)) from None
     if not quiet:
-        click.echo(f"{input} -> {output}: {media.describe(decoded)}, {time.perf_counter() - t0:.2f} s",
-                   err=True)
+        click.echo(f"{input} -> {output}: {described}, {time.perf_counter() - t0:.2f} s", err=True)

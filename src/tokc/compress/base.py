@@ -20,11 +20,30 @@ import numpy as np
 
 from tokc.runtimes.errors import CodecError, CodecUsageError, UnknownCodecError
 
-__all__ = ["Codec", "CodecError", "CodecUsageError", "Decoded", "EncodeResult", "UnknownCodecError"]
+__all__ = ["Codec", "CodecError", "CodecUsageError", "Decoded", "EncodeResult", "Sound",
+           "UnknownCodecError"]
+
+
+
+@dataclass(frozen=True)
+class Sound:
+    """Audio: samples (num_samples, channels) float32 in [-1, 1] and their sample rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[0] / self.sample_rate
+
 
 # What decompress returns: for images uint8 pixels (H, W), (H, W, 3) or (H, W, 4); for audio
-# float32 samples (num_samples, channels) at the header's sample rate.
-Decoded = np.ndarray
+# a Sound at the header's sample rate.
+Decoded = np.ndarray | Sound
 
 
 @dataclass(frozen=True)
@@ -56,7 +75,9 @@ class EncodeResult:
 
     @property
     def kbps(self) -> float:
-        """Kilobits per second (audio)."""
+        """Kilobits per second (audio; 0 for an empty signal)."""
+        if not self.num_samples:
+            return 0.0
         return 8 * len(self.data) * self.sample_rate / self.num_samples / 1000
 
 

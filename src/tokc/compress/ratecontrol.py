@@ -71,10 +71,12 @@ def level_to_quality(level_milli: int, levels: int, q0: int = LEVEL_Q0) -> float
 
 def choose_level(levels: int, size_at: Callable[[int], int], quality_at: Callable[[int], float],
                  quality: float = 75, size: int | None = None, target: float | None = None,
-                 bottom: int = LEVEL_MIN, what: str = "PSNR", unit: str = "dB") -> int:
+                 bottom: int = LEVEL_MIN, what: str = "PSNR", unit: str = "dB",
+                 q0: int = LEVEL_Q0) -> int:
     """The rate level (thousandths) for what the caller asked: the largest level whose file fits
     in `size` bytes (size_at: level -> bytes), or the smallest whose quality_at (e.g. PSNR)
-    reaches `target` (the highest level, with a warning, when none does), or -q `quality`."""
+    reaches `target` (the highest level, with a warning, when none does), or -q `quality`
+    (q0: the level of quality 0)."""
     top = (levels - 1) * 1000
     if size is not None:
         level = largest_fitting(size_at, size, bottom, top)
@@ -87,4 +89,4 @@ def choose_level(levels: int, size_at: Callable[[int], int], quality_at: Callabl
             warnings.warn(f"{what} {target} {unit} is out of reach; coded at the highest quality")
             return top
         return level
-    return quality_to_level(quality, levels)
+    return quality_to_level(quality, levels, q0)

@@ -108,8 +108,9 @@ def default_for(modality: str) -> Entry:
 
 # Each modality's I/O for the CLI: a module with read(raw, name) -> input, write(decoded, name)
 # -> bytes, measure(original, decoded) -> float, summary(result), describe(decoded), SUFFIX and
-# MEASURE (JSON key, name, unit). The audio slot: "audio": "tokc.compress.sound".
-MEDIA = {"image": "tokc.compress.pixels"}
+# MEASURE (JSON key, name, unit); optionally write_stream(blocks, header, fileobj, name) for
+# codecs with decompress_stream.
+MEDIA = {"image": "tokc.compress.pixels", "audio": "tokc.compress.sound"}
 
 
 def media(modality: str):
@@ -134,8 +135,8 @@ register("tokc-image-v1", "tokc.compress.image:open_codec", modality="image",
 register("one-d-piece-v1", "tokc.compress.tokens:open_codec", modality="image",
          aliases=("one-d-piece",), load_options=("backend", "checkpoint"), needs=("checkpoint",),
          rate_options=("tokens",))
-# The audio codec's slot: compress(path to .wav/.flac/.ogg/.mp3, or a numpy array with
-# sample_rate=) -> EncodeResult(sample_rate=, num_samples=), decompress -> (samples, channels):
-# register("tokc-audio-v1", "tokc.compress.audio:open_codec", modality="audio", default=True,
-#          load_options=("backend", "weights"), rate_options=("quality", "kbps", "size"),
-#          suffixes=(".wav", ".flac", ".ogg", ".mp3"))
+# compress(path to .wav/.flac/.ogg/.mp3, a Sound, or an array with sample_rate=) ->
+# EncodeResult(sample_rate=, num_samples=); decompress -> Sound(samples (n, channels), rate)
+register("tokc-audio-v1", "tokc.compress.audio:open_codec", modality="audio", default=True,
+         load_options=("backend", "weights"), rate_options=("quality", "kbps", "size"),
+         suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"))

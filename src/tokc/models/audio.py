@@ -1,20 +1,26 @@
-"""tokc-audio-v1: a variable-rate learned transform codec for 16 kHz audio.
+"""tokc-audio-v1: a variable-rate transform codec for 16 kHz audio with a learned entropy model.
 
-Signal path: waveform -> MDCT (hop 320 = 20 ms, sine window; tokc.dsp) -> companded
-coefficients sign(X)|X|^power, a (320, 1, T) "image" one row high -> g_a (1xk convs,
-residual, plus a linear shortcut initialised from a PCA of training frames) -> latents
-(m, 1, T), coded exactly like the image codec's: a mean-scale hyperprior (h_a downsamples
+Signal path (the transform is fixed; what is learned is how to code it):
+waveform -> MDCT (hop 320 = 20 ms, sine window; tokc.dsp) -> companded coefficients
+sign(X)|X|^power (a uniform step there is a step ~ |X|^(1-power) on X: loud coefficients are
+coded coarser, as the ear allows) -> latents y (m = bands + hop channels, 1, T frames): first a
+log2 band envelope (`bands` equal bands, 500 Hz each), then the 320 companded coefficients.
+
+y is coded exactly like the image codec's latents: a mean-scale hyperprior (h_a downsamples
 time by 4, h_s upsamples it back with 1xk convs and depth-to-space by (1, 2), so the codec runs
-it in exact integers), gain vectors per rate level, a channel-wise context over `ctx_slices`
-slices and, inside each slice, an even/odd-frame context (the image codec's checkerboard on a
-one-row grid). g_s maps the decoded latents to companded coefficients `mean` plus a noise
-amplitude: the decoder adds that much seeded Gaussian noise (noise filling: coefficients the
-rate could not pay for come back as noise of the right level instead of silence), then
-expands and inverts the MDCT.
+it in exact integers), a channel-wise context over `ctx_slices` slices (the envelope and the
+lowest coefficients first, so every higher slice is coded knowing the envelope) and, inside
+each slice, an even/odd-frame context. The rate levels are fixed gains: the coefficients'
+step is 1 / gain in the companded domain (geometric from gain_min to gain_max), the
+envelope's is env_step (log2 units) at every level.
 
-Training loss: kbps + lambda * (MSE of the mean in the companded domain + beta * multi-resolution
-STFT log-magnitude distance of the noise-filled waveform). The MSE trains the mean as an
-estimate; only the spectral term sees the noise, so the noise amplitude learns the missing level.
+The decoder dequantizes, then fills the coefficients coded as zero with noise at `kappa` of
+the band energy they miss against the envelope (tokc.dsp.noise_fill), expands and inverts the
+MDCT.
+
+Training: the transform and quantizer being fixed, the distortion at a level is fixed too; the
+loss is the rate alone (kbps of the tokens as coded: hard rounding, a discretised Gaussian,
+plus the hyper-latent under its factorized prior), so training is density estimation.
 """
 
 from __future__ import annotations
@@ -22,12 +28,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokc.dsp import mdct_basis
+from tokc.dsp import ENV_FLOOR, mdct_basis
 from tokc.models.hyperprior import (
     FactorizedPrior,
     ImageHyperprior,
@@ -43,19 +48,20 @@ SAMPLE_RATE = 16000
 @dataclass(frozen=True)
 class AudioConfig:
     hop: int = 320  # MDCT hop (coefficients per frame)
-    n: int = 256  # transform width
-    m: int = 128  # latent channels per frame
+    bands: int = 16  # envelope bands (equal width)
+    m: int = 336  # latent channels per frame: bands + hop
     nz: int = 64  # hyper-latent channels (4 frames each)
     levels: int = 6
-    lambda_min: float = 600.0
-    lambda_max: float = 40000.0
+    gain_min: float = 2.5  # coefficient gain (1 / step, companded domain) at level 0
+    gain_max: float = 24.0  # ... at the last level
+    env_step: float = 0.4  # envelope step, log2 units of the companded band RMS
+    power: float = 0.55  # companding exponent
+    kappa: float = 0.6  # noise filling: share of the missing band RMS
     scale_min: float = 0.11
-    ctx_slices: int = 4
+    ctx_slices: int = 7
     ctx_width: int = 64
     ctx_spatial: bool = True  # even/odd-frame context inside each slice
     ctx_kernel: int = 5
-    power: float = 0.5  # companding exponent
-    beta: float = 1e-3  # weight of the spectral term against the companded MSE
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,54 +72,65 @@ def conv1(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, (1, k), stride=(1, stride), padding=(0, k // 2))
 
 
-class SubpixelUp1d(nn.Module):
+class Shuffle1d(nn.Module):
+    """Depth-to-space by (1, 2): (B, 2C, 1, T) -> (B, C, 1, 2T)."""
+
+    def forward(self, x):
+        return pixel_shuffle_2d(x, 1, 2)
+
+
+def subpixel_up1d(cin: int, cout: int) -> nn.Sequential:
     """1x3 conv to 2*cout channels, then depth-to-space by (1, 2): time doubles."""
+    return nn.Sequential(conv1(cin, 2 * cout), Shuffle1d())
 
-    def __init__(self, cin: int, cout: int):
+
+class Latents(nn.Module):
+    """Companded frames (B, hop, 1, T) -> y (B, bands + hop, 1, T): log2 band envelope, then
+    the coefficients. No parameters."""
+
+    def __init__(self, bands: int):
         super().__init__()
-        self.conv = conv1(cin, 2 * cout)
+        self.bands = bands
 
-    def forward(self, x):
-        return pixel_shuffle_2d(self.conv(x), 1, 2)
+    def forward(self, xc):
+        b, hop, _, t = xc.shape
+        rms = xc.reshape(b, self.bands, hop // self.bands, 1, t).square().mean(2).sqrt()
+        return torch.cat([torch.log2(rms + ENV_FLOOR), xc], 1)
 
 
-class ResBlock(nn.Module):
-    def __init__(self, ch: int):
+class Magnitudes(nn.Module):
+    """h_a's input: the envelope as it is, the coefficients' magnitudes (their sign says
+    nothing of their scale)."""
+
+    def __init__(self, bands: int):
         super().__init__()
-        self.a, self.b = conv1(ch, ch), conv1(ch, ch)
+        self.bands = bands
 
-    def forward(self, x):
-        return x + self.b(F.gelu(self.a(F.gelu(x))))
-
-
-class Transform(nn.Module):
-    """cin -> cout channels per frame: 1x3 conv, two residual blocks, 1x3 conv (receptive
-    field +-6 frames), plus a linear 1x1 shortcut of the first `short` outputs."""
-
-    def __init__(self, cin: int, n: int, cout: int, short: int):
-        super().__init__()
-        self.layers = nn.Sequential(conv1(cin, n), ResBlock(n), ResBlock(n), nn.GELU(), conv1(n, cout))
-        self.short = nn.Conv2d(cin, short, 1)
-
-    def forward(self, x):
-        y = self.layers(x)
-        s = self.short(x)
-        return torch.cat([y[:, : s.shape[1]] + s, y[:, s.shape[1]:]], 1)
+    def forward(self, y):
+        return torch.cat([y[:, : self.bands], y[:, self.bands:].abs()], 1)
 
 
 class AudioModel(ImageHyperprior):
-    """The hyperprior's rate machinery (gains, levels, code_latents) on (B, C, 1, T) latents."""
+    """The hyperprior's coding machinery (levels, code_latents) on (B, C, 1, T) latents."""
+
+    # h_s's depth-to-space, as the integer-network packer writes it
+    hs_shuffle = (1, 2)
 
     def __init__(self, config: AudioConfig = AudioConfig()):
         nn.Module.__init__(self)
         self.config = config
-        c, n, m, nz, L, k = config.hop, config.n, config.m, config.nz, config.levels, config.ctx_kernel
-        self.g_a = Transform(c, n, m, m)
-        self.g_s = Transform(m, n, 2 * c, c)  # companded mean, then raw noise amplitude
-        self.h_a = nn.Sequential(conv1(m, nz), nn.ReLU(), conv1(nz, nz, 5, 2), nn.ReLU(), conv1(nz, nz, 5, 2))
+        c, m, nz, L, k = config.hop, config.m, config.nz, config.levels, config.ctx_kernel
+        if m != c + config.bands or c % config.bands:
+            raise ValueError("m must be bands + hop, and bands must divide hop")
+        self.g_a = Latents(config.bands)
+        self.g_s = nn.Identity()
+        self.h_a = nn.Sequential(
+            Magnitudes(config.bands), conv1(m, nz), nn.ReLU(), conv1(nz, nz, 5, 2), nn.ReLU(),
+            conv1(nz, nz, 5, 2),
+        )
         # only 1xk convs, ReLU and depth-to-space: the codec runs h_s exactly in integers
         self.h_s = nn.Sequential(
-            SubpixelUp1d(nz, nz), nn.ReLU(), SubpixelUp1d(nz, m), nn.ReLU(), conv1(m, 2 * m),
+            subpixel_up1d(nz, nz), nn.ReLU(), subpixel_up1d(nz, m), nn.ReLU(), conv1(m, 2 * m),
         )
         self.z_prior = FactorizedPrior(nz)
         if m % config.ctx_slices:
@@ -126,16 +143,15 @@ class AudioModel(ImageHyperprior):
         self.spatial = nn.ModuleList(
             context_net(cs, config.ctx_width, cs, kernel) for _ in range(config.ctx_slices)
         ) if config.ctx_spatial else None
-        lam = torch.logspace(math.log10(config.lambda_min), math.log10(config.lambda_max), L)
-        # start each level at the step a uniform quantizer would take at its lambda (rate in
-        # kbps over 16,000 companded coefficients a second: step ~ sqrt(96 / ln 2 / lambda))
-        init = (0.5 * (lam / (96 / math.log(2))).log())[:, None].repeat(1, m)
-        self.log_gain = nn.Parameter(init.clone())
-        self.log_igain = nn.Parameter(-init.clone())
-        self.register_buffer("lambdas", lam, persistent=False)
+        gain = torch.logspace(math.log10(config.gain_min), math.log10(config.gain_max), L)
+        log_gain = torch.cat([
+            torch.full((L, config.bands), -math.log(config.env_step)),
+            gain.log()[:, None].repeat(1, c),
+        ], 1)
+        self.register_buffer("log_gain", log_gain)
+        self.register_buffer("log_igain", -log_gain)
         self.register_buffer("basis", torch.from_numpy(mdct_basis(c)).float(), persistent=False)
 
-    # -- fixed transforms ---------------------------------------------------------------------
     def analyse_frames(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, (T+1)*hop) -> companded MDCT coefficients (B, hop, 1, T)."""
         hop = self.config.hop
@@ -148,72 +164,14 @@ class AudioModel(ImageHyperprior):
         coefs = coefs.sign() * coefs.abs().pow(1 / self.config.power)
         return F.conv_transpose1d(coefs, self.basis[:, None, :], stride=self.config.hop)[:, 0]
 
-    def decode_coefs(self, y_hat: torch.Tensor, noise: torch.Tensor | None) -> tuple:
-        """y_hat -> (companded mean, noise amplitude, noise-filled companded coefficients)."""
-        out = self.g_s(y_hat)
-        hop = self.config.hop
-        mean, amp = out[:, :hop], F.softplus(out[:, hop:] - 5.0)
-        filled = mean if noise is None else mean + amp * noise
-        return mean, amp, filled
-
     def forward(self, wave: torch.Tensor, level: torch.Tensor) -> dict:
-        """Training pass: wave (B, (T+1)*hop) in [-1, 1], T a multiple of 4."""
-        xc = self.analyse_frames(wave)
-        y = self.g_a(xc)
+        """Training pass: wave (B, (T+1)*hop) in [-1, 1], T a multiple of 4 -> kbps (B,)."""
+        y = self.g_a(self.analyse_frames(wave))
         z = self.h_a(y)
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         mean, log_scale = self.entropy_params(round_ste(z))
         c = self.code_latents(y, mean, log_scale, level)
-        r_noisy = c["residual"] + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_hat = (c["q"] + c["offset"]) * c["ilg"].exp()
-        mu, _, filled = self.decode_coefs(y_hat, torch.randn_like(xc))
-        wave_hat = self.synthesise_frames(filled)
-        seconds = xc.shape[-1] * self.config.hop / SAMPLE_RATE
-        bits_y = -torch.log2(gaussian_likelihood(r_noisy, c["scale"])).sum((1, 2, 3))
+        seconds = y.shape[-1] * self.config.hop / SAMPLE_RATE
+        bits_y = -torch.log2(gaussian_likelihood(c["q"], c["scale"])).sum((1, 2, 3))
         bits_z = -torch.log2(self.z_prior.likelihood(z_noisy)).sum((1, 2, 3))
-        hop = self.config.hop
-        return {
-            "kbps": (bits_y + bits_z) / seconds / 1000,
-            "mse": (mu - xc).square().mean((1, 2, 3)),
-            "spec": spectral_distance(wave[:, hop:-hop], wave_hat[:, hop:-hop]),
-            "wave_hat": wave_hat,
-        }
-
-
-def spectral_distance(x: torch.Tensor, x_hat: torch.Tensor, ffts=(256, 512, 1024),
-                      floor: float = 1e-3) -> torch.Tensor:
-    """Multi-resolution STFT log-magnitude L1 distance per item, (B,)."""
-    total = 0
-    for n in ffts:
-        win = torch.hann_window(n, device=x.device)
-        s = torch.stft(x, n, n // 4, window=win, return_complex=True).abs()
-        s_hat = torch.stft(x_hat, n, n // 4, window=win, return_complex=True).abs()
-        total = total + ((s + floor).log() - (s_hat + floor).log()).abs().mean((1, 2))
-    return total / len(ffts)
-
-
-@torch.no_grad()
-def pca_init(model: AudioModel, waves: list[np.ndarray], frames: int = 40000) -> None:
-    """The shortcuts start as the PCA of companded MDCT frames: g_a's projects on the leading
-    m components, g_s's maps them back; the nonlinear paths' last convs start at zero."""
-    hop, m = model.config.hop, model.config.m
-    gen = np.random.default_rng(0)
-    rows = []
-    for w in waves:
-        t = len(w) // hop - 1
-        if t < 1:
-            continue
-        xc = model.analyse_frames(torch.from_numpy(w[: (t + 1) * hop]).float()[None])[0, :, 0]
-        rows.append(xc.T)
-    data = torch.cat(rows)
-    data = data[torch.from_numpy(gen.choice(len(data), min(frames, len(data)), replace=False))]
-    mu = data.mean(0)
-    evals, evecs = torch.linalg.eigh(torch.cov((data - mu).T.double()))
-    basis = evecs[:, evals.argsort(descending=True)].T.float()[:m]  # (m, hop)
-    model.g_a.short.weight.copy_(basis[:, :, None, None])
-    model.g_a.short.bias.copy_(-(basis @ mu))
-    model.g_s.short.weight.copy_(basis.T[:, :, None, None])
-    model.g_s.short.bias.copy_(mu)
-    for layer in (model.g_a.layers[-1], model.g_s.layers[-1]):
-        layer.weight.zero_()
-        layer.bias.zero_()
+        return {"kbps": (bits_y + bits_z) / seconds / 1000, "kbps_z": bits_z / seconds / 1000}

@@ -12,13 +12,15 @@ import torch
 
 def make_optimizer(model, args) -> torch.optim.Optimizer:
     """Adam over a hyperprior-style model (log_gain / log_igain, optional ctx / spatial nets)."""
-    gain_params = [model.log_gain, model.log_igain]
+    gain_params = [p for p in (model.log_gain, model.log_igain) if isinstance(p, torch.nn.Parameter)]
     ctx_params = [p for net in (model.ctx, model.spatial) if net is not None for p in net.parameters()]
     special = {id(p) for p in gain_params + ctx_params}
     others = [p for p in model.parameters() if id(p) not in special]
     # the per-level gains get a larger step: they must travel far (log units) and are few;
     # the context networks too: they start from scratch beside a trained model
-    groups = [{"params": others}, {"params": gain_params, "lr_scale": args.gain_lr_scale}]
+    groups = [{"params": others}]
+    if gain_params:  # fixed (buffers) in a model whose levels are not learned
+        groups.append({"params": gain_params, "lr_scale": args.gain_lr_scale})
     if ctx_params:
         groups.append({"params": ctx_params, "lr_scale": args.ctx_lr_scale})
     return torch.optim.Adam(groups, lr=args.lr)

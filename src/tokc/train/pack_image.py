@@ -45,8 +45,11 @@ def load_checkpoint(path: Path) -> ImageHyperprior:
 
 
 def hs_convs(model: ImageHyperprior) -> list:
-    hs = model.h_s
-    parts = [(hs[0][0], True, True), (hs[2][0], True, True), (hs[4], False, False)]
+    """h_s as (weight, bias, relu, depth-to-space) layers; the model's `hs_shuffle` gives the
+    factor (the image model's True: 2x2; the audio model's (1, 2))."""
+    hs, shuf = model.h_s, getattr(model, "hs_shuffle", True)
+    shuf = list(shuf) if isinstance(shuf, tuple) else shuf
+    parts = [(hs[0][0], True, shuf), (hs[2][0], True, shuf), (hs[4], False, False)]
     return [
         (c.weight.detach().double().numpy(), c.bias.detach().double().numpy(), relu, shuf)
         for c, relu, shuf in parts
@@ -128,8 +131,9 @@ def scale_table() -> tuple[int, int, np.ndarray]:
 
 @torch.no_grad()
 def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = None,
-         narrow: bool = True) -> dict:
-    """narrow: 8-bit weights and hidden activations, run exactly in float32 (intnet), the
+         narrow: bool = True, codec_id: str = CODEC_ID, synth_gain: bool = True) -> dict:
+    """crops: inputs of model.g_a (calibration). codec_id: what the meta names (the audio
+    packer reuses this). synth_gain: measure the image synthesis' channel energies. narrow: 8-bit weights and hidden activations, run exactly in float32 (intnet), the
     context networks' token input clipped to +-Q_CLIP; otherwise 14-bit weights and
     activations with float64 sums."""
     bits = NARROW if narrow else {}
@@ -170,7 +174,7 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     tensors["log_gain_q"] = np.round(model.log_gain.detach().double().numpy() * 2**FRAC_BITS).astype(np.int64)
     tensors["log_igain"] = model.log_igain.detach().numpy().astype(np.float32)
     meta = {
-        "codec": CODEC_ID,
+        "codec": codec_id,
         "config": model.config.to_dict(),
         "hs_layers": [la.spec() for la in layers],
         **specs,
@@ -183,6 +187,8 @@ def pack(model: ImageHyperprior, crops, out: Path, extra_meta: dict | None = Non
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     packed.write(out, tensors, meta)
+    if not synth_gain:
+        return meta
     # the synthesis' channel energies (for the encoder's token choice), measured with the
     # codec the file makes, then added
     tensors["synth_gain"] = measure_synth_gain(out, crops[:SYNTH_GAIN_CROPS]).astype(np.float32)

@@ -1,0 +1,339 @@
+"""tokc-audio-v1 codec: audio <-> bytes.
+
+Encoder:  samples (any rate, mono or stereo) -soxr-> 16 kHz; stereo -> mid, side
+          per channel: MDCT (hop 320, 20 ms) over the whole signal -> companded coefficients
+          -> latents y (log2 band envelope + coefficients, tokc.models.audio) in segments of
+          SEGMENT frames; per segment: z = round(h_a(y)), then exactly the image codec's
+          latent coding (compress.latent: integer hyper-synthesis, channel and even/odd-frame
+          contexts, ANS), the entropy coder restarted for each segment
+Decoder:  per segment and channel: the tokens, y_hat, noise filling of the zeroed
+          coefficients, inverse MDCT overlap-added across segments (no seams), side -> L/R,
+          16 kHz -> the input's rate.
+
+File: the header (sample rate and length of the input, channels, the rate level), then one
+'seg ' chunk per segment and channel (mid before side): uvarint(length of the ANS stream), the
+ANS stream, the escape stream. A segment decodes knowing only the header and the chunks
+before it, so `decompress_stream` yields audio as the file arrives (2 s blocks).
+
+Only the encoder's h_a runs in floating point (numpy): float error there can change which
+file an encoder writes, never how a file decodes. The token stream a decoder reads is exact
+integers on every machine.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from tokc import dsp
+from tokc import format as fmt
+from tokc.compress import ratecontrol
+from tokc.compress.base import CodecError, EncodeResult, Sound
+from tokc.compress.latent import Coded, LatentCoder, checkerboard
+from tokc.compress.ratecontrol import LEVEL_MIN
+from tokc.compress.weights import LatentWeights
+
+CODEC_ID = "tokc-audio-v1"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{CODEC_ID}.safetensors"
+SAMPLE_RATE = 16000  # what the model codes; other rates are resampled (soxr) both ways
+SEGMENT = 100  # frames per segment (2 s): the unit of entropy coding and of streaming
+Z_STRIDE = 4  # frames per hyper-latent frame
+LEVEL_Q0 = -1000  # the level of -q 0
+MAX_CHANNELS = 2  # mono, or stereo coded as mid/side
+# RDOQ: distortion weight per squared token unit, in bits (the same at every level: the token
+# grid is the level's quantizer). Tuned on training speech, see the model card.
+RDOQ_WEIGHT = 4.0
+TAG = "seg "
+
+
+def as_sound(audio, sample_rate: int | None = None) -> Sound:
+    """A path (WAV, FLAC, OGG, MP3: soundfile), a Sound, or an array (n,) / (n, channels)
+    with sample_rate= -> Sound (float32). Integer arrays are scaled by their type's range."""
+    if isinstance(audio, (str, Path)):
+        from tokc.compress.sound import read_sound
+
+        return read_sound(audio)
+    if isinstance(audio, Sound):
+        return audio
+    if sample_rate is None:
+        raise CodecError("give the sample_rate of an array of samples")
+    if not 1 <= int(sample_rate) <= fmt.MAX_SAMPLE_RATE:
+        raise CodecError(f"sample rate {sample_rate} is out of range (1..{fmt.MAX_SAMPLE_RATE})")
+    x = np.asarray(audio)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise CodecError(f"expected samples of shape (n,) or (n, channels), got {x.shape}")
+    if x.dtype == np.uint8:  # 8-bit WAV: unsigned, centred on 128
+        x = (x.astype(np.float64) - 128) / 128
+    elif np.issubdtype(x.dtype, np.signedinteger):
+        x = x.astype(np.float64) / 2.0 ** (8 * x.itemsize - 1)
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise CodecError(f"expected integer or float samples, got {x.dtype}")
+    return Sound(x.astype(np.float32), int(sample_rate))
+
+
+class AudioWeights(LatentWeights):
+    """The weights file of tokc-audio-v1 (the shipped one by default): LatentWeights plus h_a
+    (fp16) for the encoder."""
+
+    codec_id = CODEC_ID
+
+    def __init__(self, path: Path = WEIGHTS, threads: int = 0):
+        super().__init__(path, threads)
+        cfg = self.config
+        self.hop, self.bands, self.power = int(cfg["hop"]), int(cfg["bands"]), float(cfg["power"])
+        state = {k: v.astype(np.float64) for k, v in self.float_state("h_a").items()}
+        # h_a: magnitudes, 1x1 conv, ReLU, 1x5 conv stride 2, ReLU, 1x5 conv stride 2
+        self.h_a_layers = [(state[f"{i}.weight"], state[f"{i}.bias"], s)
+                           for i, s in ((1, 1), (3, 2), (5, 2))]
+
+    def h_a(self, y: np.ndarray) -> np.ndarray:
+        """(m, T) latents -> (nz, T / 4) hyper-latents (float)."""
+        x = np.concatenate([y[: self.bands], np.abs(y[self.bands:])])
+        for i, (w, b, stride) in enumerate(self.h_a_layers):
+            x = conv1d(x, w, b, stride)
+            if i < len(self.h_a_layers) - 1:
+                x = np.maximum(x, 0)
+        return x
+
+
+def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarray:
+    """torch's Conv2d with a (1, k) kernel, stride (1, stride), padding (0, k // 2), on (C, T)."""
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (k // 2, k // 2)))
+    t_out = (xp.shape[1] - k) // stride + 1
+    cols = np.stack([xp[:, j : j + stride * (t_out - 1) + 1 : stride] for j in range(k)], 1)
+    return w.reshape(w.shape[0], -1) @ cols.reshape(-1, t_out) + b[:, None]
+
+
+def segments(frames: int) -> list[tuple[int, int]]:
+    """(first frame, frames) of each segment of a signal of `frames` frames."""
+    return [(s, min(SEGMENT, frames - s)) for s in range(0, frames, SEGMENT)]
+
+
+def coded_samples(num_samples: int, sample_rate: int) -> int:
+    """Samples at 16 kHz that code num_samples at sample_rate (the decoder computes the same)."""
+    return -(-num_samples * SAMPLE_RATE // sample_rate)
+
+
+class AudioCodec:
+    codec_id = CODEC_ID
+    modality = "audio"
+
+    def __init__(self, weights: AudioWeights | None = None, backend: str = "auto"):
+        """backend: accepted for the registry's contract; the audio codec runs numpy only."""
+        self.weights = weights or AudioWeights()
+        self.backend = backend
+        self.latent = LatentCoder(self.weights, checkerboard)
+        w = self.weights
+        self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
+
+    # -- encoder --
+    def latents(self, x: np.ndarray) -> np.ndarray:
+        """16 kHz mono samples -> y (m, T) over the whole signal, T a multiple of Z_STRIDE."""
+        hop = self.weights.hop
+        frames = dsp.frames_for(len(x), hop, Z_STRIDE)
+        coefs = dsp.compand(dsp.mdct(dsp.pad_signal(x.astype(np.float64), hop, frames), hop),
+                            self.weights.power)
+        return np.concatenate([dsp.envelope(coefs, self.weights.bands), coefs])
+
+    def analyse(self, y: np.ndarray) -> list[tuple]:
+        """Per segment: (y, z, mean, log_scale_q) on a (C, 1, T) grid; level-independent."""
+        out = []
+        for s, n in segments(y.shape[1]):
+            ys = y[:, s : s + n]
+            z = np.round(self.weights.h_a(ys)).astype(np.int64)[:, None]
+            mean, log_scale_q = self.latent.entropy_params(z)
+            out.append((ys[:, None], z, mean, log_scale_q))
+        return out
+
+    def weight_at(self, level_milli: int) -> np.ndarray | None:
+        return np.where(np.isinf(self.rdoq), 1e12, self.rdoq) if RDOQ_WEIGHT > 0 else None
+
+    def segment_chunks(self, analysed: list[list[tuple]], level_milli: int) -> list[fmt.Chunk]:
+        """analysed: per channel, analyse()'s segments -> the 'seg ' chunks in file order."""
+        chunks = []
+        weight = self.weight_at(level_milli)
+        for segs in zip(*analysed):
+            for y, z, mean, log_scale_q in segs:
+                c = self.latent.code(y, mean, log_scale_q, level_milli, weight)
+                parts = {ch.tag: ch.payload for ch in self.latent.chunks(z, c)}
+                ans, esc = parts["ans "], parts.get("esc ", b"")
+                chunks.append(fmt.Chunk(TAG, len(ans).to_bytes(4, "little") + ans + esc))
+        return chunks
+
+    def header(self, sound: Sound, level_milli: int) -> fmt.Header:
+        return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
+                          channels=sound.channels, sample_rate=sound.sample_rate,
+                          num_samples=sound.samples.shape[0], rate=(("level_milli", level_milli),))
+
+    def to_coded_channels(self, sound: Sound) -> list[np.ndarray]:
+        """The 16 kHz channels the model codes: mono, or mid and side."""
+        x = sound.samples.astype(np.float64)
+        if sound.sample_rate != SAMPLE_RATE and len(x):
+            import soxr
+
+            x = soxr.resample(x, sound.sample_rate, SAMPLE_RATE, quality="HQ")
+        n = coded_samples(sound.samples.shape[0], sound.sample_rate)
+        x = np.pad(x[:n], ((0, max(0, n - len(x))), (0, 0)))
+        if x.shape[1] == 2:
+            return [(x[:, 0] + x[:, 1]) / 2, (x[:, 0] - x[:, 1]) / 2]
+        return [x[:, 0]]
+
+    def compress(self, audio, quality: float | None = None, kbps: float | None = None,
+                 size: int | None = None, sample_rate: int | None = None) -> EncodeResult:
+        """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
+        75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
+        most that average bitrate) or size (bytes)."""
+        sound = as_sound(audio, sample_rate)
+        if not 1 <= sound.channels <= MAX_CHANNELS:
+            raise CodecError(f"{CODEC_ID} codes mono or stereo; this has {sound.channels} "
+                             "channels (downmix it first)")
+        if not np.isfinite(sound.samples).all():
+            raise CodecError("the audio has NaN or infinite samples")
+        if sum(v is not None for v in (quality, kbps, size)) > 1:
+            raise CodecError("give at most one of quality, kbps and size")
+        if kbps is not None:
+            if not kbps > 0:
+                raise CodecError(f"kbps must be positive, got {kbps}")
+            size = max(1, int(kbps * 1000 / 8 * max(sound.seconds, 1e-9)))
+        analysed = [self.analyse(self.latents(x)) for x in self.to_coded_channels(sound)]
+
+        def pack(level_milli: int) -> bytes:
+            return fmt.pack(self.header(sound, level_milli), self.segment_chunks(analysed, level_milli))
+
+        cache: dict[int, bytes] = {}
+
+        def packed(level_milli: int) -> bytes:
+            if level_milli not in cache:
+                cache[level_milli] = pack(level_milli)
+            return cache[level_milli]
+
+        try:
+            level_milli = ratecontrol.choose_level(
+                self.weights.levels, lambda lv: len(packed(lv)), None,
+                75 if quality is None else quality, size, None, q0=LEVEL_Q0)
+        except CodecError:
+            if kbps is None:
+                raise
+            lowest = len(packed(LEVEL_MIN)) * 8 / max(sound.seconds, 1e-9) / 1000
+            raise CodecError(f"{kbps:g} kbps is below this codec's lowest rate for this audio "
+                             f"({lowest:.2f} kbps)") from None
+        data = packed(level_milli)
+        quality = ratecontrol.level_to_quality(level_milli, self.weights.levels, LEVEL_Q0)
+        return EncodeResult(data, CODEC_ID, "audio", sample_rate=sound.sample_rate,
+                            num_samples=sound.samples.shape[0],
+                            rate={"level": level_milli / 1000, "quality": min(100.0, max(0.0, quality))})
+
+    def summary(self, res: EncodeResult) -> tuple[dict, str]:
+        return {"quality": round(res.quality, 2)}, f"q {res.quality:.1f}"
+
+    # -- decoder --
+    def check_header(self, header: fmt.Header) -> int:
+        """The header's rate level, after checking the header is one this decoder reads."""
+        if header.codec != CODEC_ID or header.modality != "audio":
+            raise fmt.TokcFormatError(f"this file was made by codec {header.codec!r} "
+                                      f"({header.modality}); this decoder is {CODEC_ID}")
+        fmt.check_weights(header, self.weights.digest)
+        level_milli = header.rate_dict().get("level_milli", LEVEL_MIN - 1)
+        if not LEVEL_MIN <= level_milli <= (self.weights.levels - 1) * 1000:
+            raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
+        if not 1 <= header.channels <= MAX_CHANNELS:
+            raise fmt.TokcFormatError(f"an audio file of {header.channels} channels")
+        if not header.sample_rate:
+            raise fmt.TokcFormatError("an audio file without a sample rate")
+        return level_milli
+
+    def read_segment(self, payload: bytes, frames: int, level_milli: int) -> Coded:
+        n = int.from_bytes(payload[:4], "little")
+        start = 4
+        if len(payload) < 4 or start + n > len(payload):
+            raise fmt.CorruptError("a 'seg ' chunk shorter than its stream length")
+        by_tag = {"ans ": payload[start : start + n], "esc ": payload[start + n :]}
+        _, c = self.latent.read(by_tag, (1, frames // Z_STRIDE), level_milli)
+        return c
+
+    def synthesise(self, c: Coded, level_milli: int, seed: list[int]) -> np.ndarray:
+        """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled."""
+        w = self.weights
+        y_hat = self.latent.latents(c, level_milli)[:, 0]
+        zero = c.q[w.bands:, 0] == 0
+        cap = 0.5 * np.exp(self.weights.log_igain_at(level_milli)[w.bands:])[:, None]
+        return dsp.decode_frames(y_hat, zero, cap, w.bands, float(w.config["kappa"]), w.power,
+                                 np.random.default_rng(seed))
+
+    def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:
+        """Decode as the file arrives: yields blocks (k, channels) float32 at the header's
+        sample rate, about SEGMENT frames (2 s) each, num_samples in all. `stream_header`
+        gives the header first, if wanted."""
+        reader = source if isinstance(source, fmt.Reader) else fmt.Reader(
+            io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
+        header = reader.header
+        level_milli = self.check_header(header)
+        hop = self.weights.hop
+        n16 = coded_samples(header.num_samples, header.sample_rate)
+        frames = dsp.frames_for(n16, hop, Z_STRIDE)
+        resampler = None
+        if header.sample_rate != SAMPLE_RATE:
+            import soxr
+
+            resampler = soxr.ResampleStream(SAMPLE_RATE, header.sample_rate, header.channels,
+                                            dtype="float64", quality="HQ")
+        tail = np.zeros((hop, header.channels))
+        done16, emitted = 0, 0  # 16 kHz samples past the padding decoded, output samples given
+        for k, (s, n) in enumerate(segments(frames)):
+            coded = []
+            for ch in range(header.channels):
+                chunk = next(reader, None)
+                if chunk is None:
+                    raise fmt.TruncatedError(f"the file ends before segment {k} of {len(segments(frames))}")
+                if chunk.tag != TAG:
+                    raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
+                coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli, [k, ch])
+                coded.append(dsp.imdct(coefs, hop))
+            wave = np.stack(coded, 1)  # ((n + 1) * hop, channels), starting at frame s
+            wave[:hop] += tail
+            tail = wave[-hop:].copy()
+            block = wave[:-hop]
+            if s == 0:
+                block = block[hop:]  # the leading padding
+            block = block[: max(0, n16 - done16)]
+            done16 += len(block)
+            if header.channels == 2:
+                block = np.stack([block[:, 0] + block[:, 1], block[:, 0] - block[:, 1]], 1)
+            last = k == len(segments(frames)) - 1
+            if resampler is not None:
+                block = resampler.resample_chunk(block, last=last)
+            block = block[: header.num_samples - emitted]
+            emitted += len(block)
+            if last and emitted < header.num_samples:  # the resampler's last few samples
+                block = np.concatenate([block, np.zeros((header.num_samples - emitted, header.channels))])
+                emitted = header.num_samples
+            yield np.clip(block, -1, 1).astype(np.float32)
+        if next(reader, None) is not None:
+            raise fmt.CorruptError("chunks after the last segment")
+
+    def decompress(self, data: bytes) -> Sound:
+        header = fmt.read_header(data)
+        blocks = list(self.decompress_stream(data))
+        samples = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
+        return Sound(samples, header.sample_rate)
+
+
+_default: dict[str, AudioCodec] = {}
+
+
+def open_codec(*, backend: str = "auto", weights: str | Path | None = None) -> AudioCodec:
+    """The registry's factory: the shipped weights (loaded once) or a weights file."""
+    if weights is not None:
+        return AudioCodec(AudioWeights(Path(weights)), backend)
+    if "default" not in _default:
+        if not WEIGHTS.exists():
+            raise CodecError(f"{CODEC_ID}'s weights are not in this install ({WEIGHTS})")
+        _default["default"] = AudioCodec(backend=backend)
+    return _default["default"]

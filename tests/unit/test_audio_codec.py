@@ -1,0 +1,193 @@
+"""tokc-audio-v1's codec on a tiny packed model: round trips, rates, streaming, stereo and other
+sample rates, segment seams, determinism and bad input."""
+
+import io
+
+import numpy as np
+import pytest
+
+from tokc import format as fmt
+from tokc.compress.audio import SEGMENT, AudioCodec, AudioWeights
+from tokc.compress.base import CodecError, Sound
+
+
+def snr_db(ref, out):
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    return 10 * np.log10(np.sum(ref**2) / max(np.sum((ref - out) ** 2), 1e-20))
+
+
+def tone(seconds, rate=16000, channels=1, freq=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.3 * np.sin(2 * np.pi * 2 * t))
+    return np.repeat(x[:, None], channels, 1).astype(np.float32)
+
+
+def test_round_trip_keeps_length_rate_and_signal(tiny_audio_codec, speech):
+    res = tiny_audio_codec.compress(speech, quality=100)
+    out = tiny_audio_codec.decompress(res.data)
+    assert out.sample_rate == speech.sample_rate and out.samples.shape == speech.samples.shape
+    assert out.samples.dtype == np.float32
+    assert res.num_samples == speech.samples.shape[0] and res.kbps > 0
+    assert snr_db(speech.samples, out.samples) > 12  # the fixed transform at its finest step
+
+
+def test_rate_rises_with_quality(tiny_audio_codec, speech):
+    sizes = [len(tiny_audio_codec.compress(speech, quality=q).data) for q in (0, 25, 50, 75, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < 0.7 * sizes[-1]
+
+
+def test_kbps_and_size_targets_are_met(tiny_audio_codec, speech):
+    top = tiny_audio_codec.compress(speech, quality=100).kbps
+    low = tiny_audio_codec.compress(speech, quality=0).kbps
+    for target in ((low + top) / 2, 0.9 * top):
+        res = tiny_audio_codec.compress(speech, kbps=target)
+        assert res.kbps <= target
+        # the largest level that fits: a step up no longer does
+        up = tiny_audio_codec.compress(speech, quality=res.quality + 100 / 6000 * 2)
+        assert up.kbps > target or up.quality >= 100
+    size = len(tiny_audio_codec.compress(speech, quality=50).data) + 10
+    assert len(tiny_audio_codec.compress(speech, size=size).data) <= size
+    with pytest.raises(CodecError, match="no quality fits"):
+        tiny_audio_codec.compress(speech, size=20)
+    with pytest.raises(CodecError, match="lowest rate"):
+        tiny_audio_codec.compress(speech, kbps=low / 10)
+
+
+def test_same_input_same_file_and_same_decode(tiny_audio_weights, speech):
+    a = AudioCodec(AudioWeights(tiny_audio_weights, threads=1))
+    b = AudioCodec(AudioWeights(tiny_audio_weights, threads=2))
+    da, db = a.compress(speech, quality=60).data, b.compress(speech, quality=60).data
+    assert da == db
+    np.testing.assert_array_equal(a.decompress(da).samples, b.decompress(da).samples)
+
+
+def test_streaming_decode_equals_whole_decode(tiny_audio_codec):
+    x = tone(0.5)
+    data = tiny_audio_codec.compress(x, sample_rate=16000, quality=80).data
+    blocks = list(tiny_audio_codec.decompress_stream(io.BytesIO(data)))
+    hop = tiny_audio_codec.weights.hop
+    assert len(blocks) == -(-(8000 // hop + 1) // SEGMENT)  # SEGMENT frames each
+    np.testing.assert_array_equal(np.concatenate(blocks), tiny_audio_codec.decompress(data).samples)
+
+
+def test_truncated_file_fails_after_the_audio_it_holds(tiny_audio_codec):
+    data = tiny_audio_codec.compress(tone(0.5), sample_rate=16000, quality=80).data
+    header, chunks = fmt.unpack(data)
+    cut = fmt.pack(header, chunks[:1])[:-4]  # the first segment, then no end marker
+    stream = tiny_audio_codec.decompress_stream(io.BytesIO(cut))
+    first = next(stream)
+    hop = tiny_audio_codec.weights.hop
+    assert len(first) == SEGMENT * hop - hop  # a segment less the padding frame
+    with pytest.raises(fmt.TokcFormatError):
+        next(stream)
+    with pytest.raises(fmt.TokcFormatError):
+        tiny_audio_codec.decompress(cut)
+
+
+def test_no_seam_at_segment_boundaries(tiny_audio_codec):
+    x = tone(1.0)
+    out = tiny_audio_codec.decompress(tiny_audio_codec.compress(x, sample_rate=16000, quality=100).data).samples
+    err = np.abs(out[:, 0] - x[:, 0])
+    hop = tiny_audio_codec.weights.hop
+    boundaries = [k * SEGMENT * hop - hop for k in (1, 2, 3)]  # where a segment starts to overlap-add
+    around = max(err[b - 2 * hop : b + 2 * hop].max() for b in boundaries)
+    elsewhere = np.percentile([err[i : i + 4 * hop].max() for i in range(2000, 14000, 4 * hop)], 90)
+    assert around <= 1.5 * elsewhere
+
+
+def test_stereo_and_other_rates(tiny_audio_codec):
+    x = tone(2.5, rate=44100, channels=2)
+    x[:, 1] *= 0.25  # a louder left
+    res = tiny_audio_codec.compress(x, sample_rate=44100, quality=100)
+    out = tiny_audio_codec.decompress(res.data)
+    assert out.sample_rate == 44100 and out.samples.shape == x.shape
+    assert snr_db(x[:, 0], out.samples[:, 0]) > 12 and snr_db(x[:, 1], out.samples[:, 1]) > 6
+    mono = tiny_audio_codec.compress(x[:, :1], sample_rate=44100, quality=100)
+    assert len(mono.data) < len(res.data)
+
+
+@pytest.mark.parametrize("n", [0, 1, 319, 320, 321])
+def test_tiny_and_empty_inputs(tiny_audio_codec, n):
+    x = np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32)
+    out = tiny_audio_codec.decompress(tiny_audio_codec.compress(x, sample_rate=16000).data)
+    assert out.samples.shape == (n, 1)
+
+
+def test_integer_samples_are_scaled(tiny_audio_codec):
+    x = tone(1.0)
+    a = tiny_audio_codec.compress(x, sample_rate=16000, quality=90).data
+    b = tiny_audio_codec.compress(np.round(x * 32768).astype(np.int16), sample_rate=16000, quality=90).data
+    assert abs(len(a) - len(b)) < len(a) * 0.05
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.full(1000, np.nan), "NaN"),
+    (np.zeros((1000, 3)), "mono or stereo"),
+    (np.zeros((2, 3, 4)), "shape"),
+    (np.array(["a"] * 10), "integer or float"),
+])
+def test_bad_input_is_a_clear_error(tiny_audio_codec, bad, message):
+    with pytest.raises(CodecError, match=message):
+        tiny_audio_codec.compress(bad, sample_rate=16000)
+
+
+def test_array_needs_a_sample_rate(tiny_audio_codec):
+    with pytest.raises(CodecError, match="sample_rate"):
+        tiny_audio_codec.compress(np.zeros(100))
+    with pytest.raises(CodecError, match="sample rate"):
+        tiny_audio_codec.compress(np.zeros(100), sample_rate=0)
+
+
+def test_corrupt_and_foreign_files_are_refused(tiny_audio_codec, tiny_audio_weights, tmp_path, speech):
+    data = bytearray(tiny_audio_codec.compress(speech, quality=50).data)
+    data[len(data) // 2] ^= 0x40
+    with pytest.raises(fmt.TokcFormatError):
+        tiny_audio_codec.decompress(bytes(data))
+    header, chunks = fmt.unpack(tiny_audio_codec.compress(speech, quality=50).data)
+    other = fmt.Header(**{**header.__dict__, "weights_digest": bytes(8)})
+    with pytest.raises(fmt.WeightsMismatchError):
+        tiny_audio_codec.decompress(fmt.pack(other, chunks))
+    bad_level = fmt.Header(**{**header.__dict__, "rate": (("level_milli", 99000),)})
+    with pytest.raises(fmt.TokcFormatError, match="level"):
+        tiny_audio_codec.decompress(fmt.pack(bad_level, chunks))
+    extra = fmt.pack(header, [*chunks, chunks[-1]])
+    with pytest.raises(fmt.CorruptError, match="after the last segment"):
+        tiny_audio_codec.decompress(extra)
+
+
+def test_garbage_segments_fail_cleanly(tiny_audio_codec, speech):
+    header, chunks = fmt.unpack(tiny_audio_codec.compress(speech, quality=50).data)
+    rng = np.random.default_rng(0)
+    for payload in (b"", b"\x01", rng.bytes(3), rng.bytes(64), b"\xff\xff\xff\xff" + rng.bytes(8)):
+        with pytest.raises(fmt.TokcFormatError):
+            tiny_audio_codec.decompress(fmt.pack(header, [fmt.Chunk("seg ", payload), *chunks[1:]]))
+
+
+def test_sound_paths_read_through_soundfile(tiny_audio_codec, tmp_path):
+    import soundfile
+
+    x = tone(1.2, rate=22050, channels=2)
+    path = tmp_path / "t.flac"
+    soundfile.write(path, x, 22050)
+    out = tiny_audio_codec.decompress(tiny_audio_codec.compress(path, quality=90).data)
+    assert out.sample_rate == 22050 and out.samples.shape == x.shape
+    (tmp_path / "junk.wav").write_bytes(b"RIFF....junk")
+    with pytest.raises(CodecError, match="cannot read audio"):
+        tiny_audio_codec.compress(tmp_path / "junk.wav")
+
+
+def test_numpy_h_a_matches_the_model(tiny_audio_weights):
+    torch = pytest.importorskip("torch")
+    from tokc.models.audio import AudioConfig, AudioModel
+
+    w = AudioWeights(tiny_audio_weights)
+    model = AudioModel(AudioConfig(**w.config))
+    model.h_a.load_state_dict({k: torch.from_numpy(v) for k, v in w.float_state("h_a").items()})
+    y = np.random.default_rng(0).standard_normal((36, 40))
+    want = model.h_a(torch.from_numpy(y).float()[None, :, None])[0, :, 0].detach().numpy()
+    np.testing.assert_allclose(w.h_a(y), want, atol=1e-3)
+
+
+def test_sound_is_the_decoded_type():
+    s = Sound(np.zeros((16000, 2), np.float32), 16000)
+    assert s.channels == 2 and s.seconds == 1.0
