@@ -1,5 +1,6 @@
 """Fixed signal transforms shared by the audio model (torch) and the audio codec (numpy):
-the MDCT of tokc-audio-v1, its framing and its companding. Plain numpy, no torch.
+the MDCT of tokc-audio-v1, its framing, its band envelope and the envelope-normalised
+coefficients it codes. Plain numpy, no torch.
 
 MDCT with hop N and a 2N sine window (Princen-Bradley), orthonormal scaling: frame t covers
 samples [t*N, t*N + 2N) of the padded signal, and overlap-adding the inverse transforms of
@@ -64,7 +65,7 @@ def expand(y, power: float):
     return np.sign(y) * np.abs(y) ** (1.0 / power)
 
 
-ENV_FLOOR = 2.0**-16  # the envelope's floor (companded RMS): digital silence sits here
+ENV_FLOOR = 2.0**-16  # the envelope's floor (band RMS): digital silence sits here
 
 
 def band_rms(coefs: np.ndarray, bands: int) -> np.ndarray:
@@ -74,8 +75,23 @@ def band_rms(coefs: np.ndarray, bands: int) -> np.ndarray:
 
 
 def envelope(coefs: np.ndarray, bands: int) -> np.ndarray:
-    """(hop, T) companded coefficients -> (bands, T) log2 band RMS, floored at ENV_FLOOR."""
+    """(hop, T) MDCT coefficients -> (bands, T) log2 band RMS, floored at ENV_FLOOR."""
     return np.log2(band_rms(coefs, bands) + ENV_FLOOR)
+
+
+def band_scale(env_hat: np.ndarray, norm: float, hop: int) -> np.ndarray:
+    """(bands, T) decoded log2 envelope -> (hop, T): each coefficient's scale E^norm, the
+    factor its quantizer step is multiplied by (norm 0: the same step everywhere)."""
+    return np.repeat(2.0 ** (norm * env_hat), hop // env_hat.shape[0], axis=0)
+
+
+def analysis(coefs: np.ndarray, bands: int, env_step: float, norm: float,
+             power: float) -> tuple[np.ndarray, np.ndarray]:
+    """(hop, T) MDCT coefficients -> what tokc-audio-v1 codes: the envelope's integer tokens
+    k (bands, T) (the decoded envelope is k * env_step, log2 band RMS) and the coefficients
+    normalised by the decoded envelope and companded, compand(X / E^norm, power) (hop, T)."""
+    k = np.round(envelope(coefs, bands) / env_step)
+    return k, compand(coefs / band_scale(k * env_step, norm, coefs.shape[0]), power)
 
 
 def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: float,
@@ -95,10 +111,14 @@ def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: floa
     return coefs + np.where(zero, amp * gen.standard_normal(coefs.shape), 0.0)
 
 
-def decode_frames(y_hat: np.ndarray, zero: np.ndarray, cap: np.ndarray, bands: int,
-                  kappa: float, power: float, gen: np.random.Generator) -> np.ndarray:
-    """tokc-audio-v1's synthesis: dequantized latents y_hat (bands + hop, T) (envelope, then
-    companded coefficients), the coefficients coded as zero (hop, T) and a zero token's
-    largest magnitude `cap` -> noise-filled MDCT coefficients (hop, T)."""
-    env, coefs = y_hat[:bands].astype(np.float64), y_hat[bands:].astype(np.float64)
-    return expand(noise_fill(coefs, zero, env, kappa, cap, gen), power)
+def decode_frames(env_hat: np.ndarray, u_hat: np.ndarray, zero: np.ndarray, cap: np.ndarray,
+                  kappa: float, power: float, norm: float,
+                  gen: np.random.Generator) -> np.ndarray:
+    """tokc-audio-v1's synthesis: the decoded envelope env_hat (bands, T; log2 band RMS), the
+    dequantized coefficients u_hat (hop, T) (see analysis), the coefficients coded as zero and
+    a zero token's largest magnitude `cap` (both in u's domain) -> noise-filled MDCT
+    coefficients (hop, T)."""
+    env_hat, u_hat = env_hat.astype(np.float64), u_hat.astype(np.float64)
+    scale = band_scale(env_hat, norm, u_hat.shape[0])
+    coefs = expand(u_hat, power) * scale
+    return noise_fill(coefs, zero, env_hat, kappa, expand(cap, power) * scale, gen)

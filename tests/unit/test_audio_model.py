@@ -32,15 +32,26 @@ def tiny_model():
 
 def test_torch_analysis_matches_numpy():
     model = tiny_model()
+    cfg = model.config
     x = np.random.default_rng(0).standard_normal(2000) * 0.1
     padded = dsp.pad_signal(x, 32, dsp.frames_for(2000, 32, 4))
-    xc = model.analyse_frames(torch.from_numpy(padded).float()[None])
-    want = dsp.compand(dsp.mdct(padded, 32), model.config.power)
-    np.testing.assert_allclose(xc[0, :, 0].numpy(), want, atol=1e-5)
-    y = model.g_a(xc)[0, :, 0].numpy()
-    np.testing.assert_allclose(y[:4], dsp.envelope(want, 4), atol=1e-3)
-    back = model.synthesise_frames(xc)[0].numpy()
-    np.testing.assert_allclose(back[32:2032], x, atol=1e-5)
+    frames = model.analyse_frames(torch.from_numpy(padded).float()[None])
+    coefs = dsp.mdct(padded, 32)
+    np.testing.assert_allclose(frames[0, :, 0].numpy(), coefs, atol=1e-5)
+    k, u = dsp.analysis(coefs, 4, cfg.env_step, cfg.norm, cfg.power)
+    y = model.g_a(frames)[0, :, 0].numpy()
+    np.testing.assert_allclose(y[:4], k * cfg.env_step, atol=1e-6)
+    np.testing.assert_allclose(y[4:], u, rtol=1e-4, atol=1e-5)
+
+
+def test_decode_inverts_analysis_without_quantization():
+    coefs = np.random.default_rng(1).standard_normal((32, 20)) * 0.05
+    k, u = dsp.analysis(coefs, 4, 0.75, 0.3, 0.8)
+    back = dsp.decode_frames(k * 0.75, u, np.zeros(u.shape, bool), 0.0, 0.4, 0.8, 0.3,
+                             np.random.default_rng(0))
+    np.testing.assert_allclose(back, coefs, atol=1e-12)
+    # the envelope sits on its grid: within half a step (log2) of the true band RMS
+    assert np.abs(k * 0.75 - dsp.envelope(coefs, 4)).max() <= 0.375 + 1e-12
 
 
 def test_noise_fill_restores_band_energy_only_where_tokens_are_zero():

@@ -1,13 +1,13 @@
 """tokc-audio-v1 codec: audio <-> bytes.
 
 Encoder:  samples (any rate, mono or stereo) -soxr-> 16 kHz; stereo -> mid, side
-          per channel: MDCT (hop 320, 20 ms) over the whole signal -> companded coefficients
-          -> latents y (log2 band envelope + coefficients, tokc.models.audio) in segments of
-          SEGMENT frames; per segment: z = round(h_a(y)), then exactly the image codec's
+          per channel: MDCT (hop 320, 20 ms) over the whole signal -> latents y (the band
+          envelope on its grid + the envelope-normalised companded coefficients,
+          tokc.dsp.analysis, tokc.models.audio) in segments of SEGMENT frames; per segment: z = round(h_a(y)), then exactly the image codec's
           latent coding (compress.latent: integer hyper-synthesis, channel and even/odd-frame
           contexts, ANS), the entropy coder restarted for each segment
-Decoder:  per segment and channel: the tokens, y_hat, noise filling of the zeroed
-          coefficients, inverse MDCT overlap-added across segments (no seams), side -> L/R,
+Decoder:  per segment and channel: the tokens, the envelope (exact grid integers) and the
+          coefficients, noise filling of the zeroed ones, inverse MDCT overlap-added across segments (no seams), side -> L/R,
           16 kHz -> the input's rate.
 
 File: the header (sample rate and length of the input, channels, the rate level), then one
@@ -87,6 +87,8 @@ class AudioWeights(LatentWeights):
         super().__init__(path, threads)
         cfg = self.config
         self.hop, self.bands, self.power = int(cfg["hop"]), int(cfg["bands"]), float(cfg["power"])
+        self.env_step, self.norm = float(cfg["env_step"]), float(cfg["norm"])
+        self.kappa = float(cfg["kappa"])
         state = {k: v.astype(np.float64) for k, v in self.float_state("h_a").items()}
         # h_a: magnitudes, 1x1 conv, ReLU, 1x5 conv stride 2, ReLU, 1x5 conv stride 2
         self.h_a_layers = [(state[f"{i}.weight"], state[f"{i}.bias"], s)
@@ -132,15 +134,17 @@ class AudioCodec:
         self.latent = LatentCoder(self.weights, checkerboard)
         w = self.weights
         self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
+        self.grid = np.arange(w.bands + w.hop) < w.bands  # the envelope: exact grid tokens
 
     # -- encoder --
     def latents(self, x: np.ndarray) -> np.ndarray:
         """16 kHz mono samples -> y (m, T) over the whole signal, T a multiple of Z_STRIDE."""
         hop = self.weights.hop
         frames = dsp.frames_for(len(x), hop, Z_STRIDE)
-        coefs = dsp.compand(dsp.mdct(dsp.pad_signal(x.astype(np.float64), hop, frames), hop),
-                            self.weights.power)
-        return np.concatenate([dsp.envelope(coefs, self.weights.bands), coefs])
+        w = self.weights
+        coefs = dsp.mdct(dsp.pad_signal(x.astype(np.float64), hop, frames), hop)
+        k, u = dsp.analysis(coefs, w.bands, w.env_step, w.norm, w.power)
+        return np.concatenate([k * w.env_step, u])
 
     def analyse(self, y: np.ndarray) -> list[tuple]:
         """Per segment: (y, z, mean, log_scale_q) on a (C, 1, T) grid; level-independent."""
@@ -161,7 +165,7 @@ class AudioCodec:
         weight = self.weight_at(level_milli)
         for segs in zip(*analysed):
             for y, z, mean, log_scale_q in segs:
-                c = self.latent.code(y, mean, log_scale_q, level_milli, weight)
+                c = self.latent.code(y, mean, log_scale_q, level_milli, weight, self.grid)
                 parts = {ch.tag: ch.payload for ch in self.latent.chunks(z, c)}
                 ans, esc = parts["ans "], parts.get("esc ", b"")
                 chunks.append(fmt.Chunk(TAG, len(ans).to_bytes(4, "little") + ans + esc))
@@ -261,10 +265,11 @@ class AudioCodec:
     def synthesise(self, c: Coded, level_milli: int, seed: list[int]) -> np.ndarray:
         """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled."""
         w = self.weights
-        y_hat = self.latent.latents(c, level_milli)[:, 0]
+        env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
+        u_hat = self.latent.latents(c, level_milli)[w.bands:, 0]
         zero = c.q[w.bands:, 0] == 0
-        cap = 0.5 * np.exp(self.weights.log_igain_at(level_milli)[w.bands:])[:, None]
-        return dsp.decode_frames(y_hat, zero, cap, w.bands, float(w.config["kappa"]), w.power,
+        cap = 0.5 * np.exp(w.log_igain_at(level_milli)[w.bands:])[:, None]
+        return dsp.decode_frames(env_hat, u_hat, zero, cap, w.kappa, w.power, w.norm,
                                  np.random.default_rng(seed))
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:

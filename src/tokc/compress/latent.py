@@ -103,12 +103,14 @@ class LatentCoder:
         return Coded(q, index, offset)
 
     def code(self, y: np.ndarray, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int,
-             weight: np.ndarray | None = None) -> Coded:
+             weight: np.ndarray | None = None, grid: np.ndarray | None = None) -> Coded:
         """The tokens of latents y at a level: rounded, then, given weight (M,) (distortion per
         squared token unit of each channel, in units of the rate in bits), each nonzero token
         moved one step toward its prediction where that lowers rate + distortion
         (rate-distortion optimised quantization; encoder only: any decoder reads the tokens
-        the same way)."""
+        the same way). grid (M,) bool: channels whose y * gain are integers already (values on
+        the level's grid); their tokens are those integers less the rounded offset, so that
+        the decoder gets them back exactly (grid_values), and RDOQ leaves them alone."""
         w = self.weights
         yg = y * per_channel(np.exp(w.log_gain_at(level_milli) / 2.0**w.frac), y.ndim)
         if weight is not None:
@@ -117,12 +119,18 @@ class LatentCoder:
         def tokens(ch, part, offset, index):
             r = yg[ch][:, part] - offset
             q = np.round(r).astype(np.int64)
+            on_grid = None if grid is None else grid[ch]
+            if on_grid is not None and on_grid.any():
+                q[on_grid] = (np.round(yg[ch][:, part][on_grid]) - np.round(offset[on_grid])).astype(np.int64)
             if weight is None:
                 return q
             q1 = q - np.sign(q)
             d_rate = w.y_tables.cost_bits(q1, index) - w.y_tables.cost_bits(q, index)
             d_dist = (r - q1) ** 2 - (r - q) ** 2
-            return np.where((q != 0) & (d_rate + weight[ch] * d_dist < 0), q1, q)
+            move = (q != 0) & (d_rate + weight[ch] * d_dist < 0)
+            if on_grid is not None:
+                move[on_grid] = False
+            return np.where(move, q1, q)
 
         return self.walk(mean, log_scale_q, level_milli, tokens)
 
@@ -155,6 +163,11 @@ class LatentCoder:
                       lambda ch, part, offset, index: dec.decode(self.weights.y_tables, index))
         dec.finish()
         return z, c
+
+    @staticmethod
+    def grid_values(c: Coded, channels: slice) -> np.ndarray:
+        """The integers that code(grid=...) coded on those channels: q + round(offset)."""
+        return c.q[channels] + np.round(c.offset[channels]).astype(np.int64)
 
     def latents(self, c: Coded, level_milli: int) -> np.ndarray:
         """y_hat, the input of the synthesis."""

@@ -1,22 +1,25 @@
 """tokc-audio-v1: a variable-rate transform codec for 16 kHz audio with a learned entropy model.
 
 Signal path (the transform is fixed; what is learned is how to code it):
-waveform -> MDCT (hop 320 = 20 ms, sine window; tokc.dsp) -> companded coefficients
-sign(X)|X|^power (a uniform step there is a step ~ |X|^(1-power) on X: loud coefficients are
-coded coarser, as the ear allows) -> latents y (m = bands + hop channels, 1, T frames): first a
-log2 band envelope (`bands` equal bands, 500 Hz each), then the 320 companded coefficients.
+waveform -> MDCT (hop 320 = 20 ms, sine window; tokc.dsp) -> a log2 band envelope (`bands`
+equal bands, 500 Hz each) quantized on a fixed grid of env_step (log2 units), and the
+coefficients normalised by the decoded envelope and companded, u = sign(v)|v|^power with
+v = X / E^norm (tokc.dsp.analysis): a uniform step on u is a step ~ E^norm |v|^(1-power) on X,
+coarser in loud bands and on loud coefficients, as the ear allows, while a band's quiet
+coefficients fall to zero and come back as noise. Latents y (m = bands + hop channels, 1, T
+frames): the decoded envelope, then the 320 values u.
 
 y is coded exactly like the image codec's latents: a mean-scale hyperprior (h_a downsamples
 time by 4, h_s upsamples it back with 1xk convs and depth-to-space by (1, 2), so the codec runs
 it in exact integers), a channel-wise context over `ctx_slices` slices (the envelope and the
 lowest coefficients first, so every higher slice is coded knowing the envelope) and, inside
-each slice, an even/odd-frame context. The rate levels are fixed gains: the coefficients'
-step is 1 / gain in the companded domain (geometric from gain_min to gain_max), the
-envelope's is env_step (log2 units) at every level.
+each slice, an even/odd-frame context. The rate levels are fixed gains: u's step is 1 / gain
+(geometric from gain_min to gain_max); the envelope's gain is 1 / env_step at every level, so
+its tokens are the grid's integers less the rounded offset and the decoder gets the grid value
+back exactly (what the coefficients were normalised by).
 
 The decoder dequantizes, then fills the coefficients coded as zero with noise at `kappa` of
-the band energy they miss against the envelope (tokc.dsp.noise_fill), expands and inverts the
-MDCT.
+the band energy they miss against the envelope (tokc.dsp.noise_fill), and inverts the MDCT.
 
 Training: the transform and quantizer being fixed, the distortion at a level is fixed too; the
 loss is the rate alone (kbps of the tokens as coded: hard rounding, a discretised Gaussian,
@@ -52,11 +55,12 @@ class AudioConfig:
     m: int = 336  # latent channels per frame: bands + hop
     nz: int = 64  # hyper-latent channels (4 frames each)
     levels: int = 6
-    gain_min: float = 2.5  # coefficient gain (1 / step, companded domain) at level 0
-    gain_max: float = 24.0  # ... at the last level
-    env_step: float = 0.4  # envelope step, log2 units of the companded band RMS
-    power: float = 0.55  # companding exponent
-    kappa: float = 0.6  # noise filling: share of the missing band RMS
+    gain_min: float = 3.5  # coefficient gain (1 / step on u, see above) at level 0
+    gain_max: float = 64.0  # ... at the last level
+    env_step: float = 0.75  # envelope grid, log2 units of the band RMS (4.5 dB)
+    norm: float = 0.15  # the coefficients are divided by E^norm (E: decoded band RMS)
+    power: float = 0.8  # companding exponent
+    kappa: float = 0.4  # noise filling: share of the missing band RMS
     scale_min: float = 0.11
     ctx_slices: int = 7
     ctx_width: int = 64
@@ -85,17 +89,21 @@ def subpixel_up1d(cin: int, cout: int) -> nn.Sequential:
 
 
 class Latents(nn.Module):
-    """Companded frames (B, hop, 1, T) -> y (B, bands + hop, 1, T): log2 band envelope, then
-    the coefficients. No parameters."""
+    """MDCT frames (B, hop, 1, T) -> y (B, bands + hop, 1, T): the decoded log2 band envelope,
+    then the normalised, companded coefficients (tokc.dsp.analysis's torch twin). No
+    parameters."""
 
-    def __init__(self, bands: int):
+    def __init__(self, config: AudioConfig):
         super().__init__()
-        self.bands = bands
+        self.config = config
 
-    def forward(self, xc):
-        b, hop, _, t = xc.shape
-        rms = xc.reshape(b, self.bands, hop // self.bands, 1, t).square().mean(2).sqrt()
-        return torch.cat([torch.log2(rms + ENV_FLOOR), xc], 1)
+    def forward(self, x):
+        cfg = self.config
+        b, hop, _, t = x.shape
+        rms = x.reshape(b, cfg.bands, hop // cfg.bands, 1, t).square().mean(2).sqrt()
+        env_hat = torch.round(torch.log2(rms + ENV_FLOOR) / cfg.env_step) * cfg.env_step
+        v = x / torch.repeat_interleave(torch.exp2(cfg.norm * env_hat), hop // cfg.bands, 1)
+        return torch.cat([env_hat, v.sign() * v.abs().pow(cfg.power)], 1)
 
 
 class Magnitudes(nn.Module):
@@ -122,7 +130,7 @@ class AudioModel(ImageHyperprior):
         c, m, nz, L, k = config.hop, config.m, config.nz, config.levels, config.ctx_kernel
         if m != c + config.bands or c % config.bands:
             raise ValueError("m must be bands + hop, and bands must divide hop")
-        self.g_a = Latents(config.bands)
+        self.g_a = Latents(config)
         self.g_s = nn.Identity()
         self.h_a = nn.Sequential(
             Magnitudes(config.bands), conv1(m, nz), nn.ReLU(), conv1(nz, nz, 5, 2), nn.ReLU(),
@@ -153,16 +161,9 @@ class AudioModel(ImageHyperprior):
         self.register_buffer("basis", torch.from_numpy(mdct_basis(c)).float(), persistent=False)
 
     def analyse_frames(self, wave: torch.Tensor) -> torch.Tensor:
-        """(B, (T+1)*hop) -> companded MDCT coefficients (B, hop, 1, T)."""
-        hop = self.config.hop
-        coefs = F.conv1d(wave[:, None], self.basis[:, None, :], stride=hop)
-        return (coefs.sign() * coefs.abs().pow(self.config.power))[:, :, None]
-
-    def synthesise_frames(self, companded: torch.Tensor) -> torch.Tensor:
-        """(B, hop, 1, T) companded coefficients -> (B, (T+1)*hop) waveform."""
-        coefs = companded[:, :, 0]
-        coefs = coefs.sign() * coefs.abs().pow(1 / self.config.power)
-        return F.conv_transpose1d(coefs, self.basis[:, None, :], stride=self.config.hop)[:, 0]
+        """(B, (T+1)*hop) -> MDCT coefficients (B, hop, 1, T)."""
+        coefs = F.conv1d(wave[:, None], self.basis[:, None, :], stride=self.config.hop)
+        return coefs[:, :, None]
 
     def forward(self, wave: torch.Tensor, level: torch.Tensor) -> dict:
         """Training pass: wave (B, (T+1)*hop) in [-1, 1], T a multiple of 4 -> kbps (B,)."""

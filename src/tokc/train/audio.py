@@ -109,10 +109,11 @@ def validate(model: AudioModel, clips: list[np.ndarray], levels=(0.0, 2.5, 5.0))
             c = model.code_latents(y, mean, log_scale, torch.tensor([lv]))
             bits = -torch.log2(gaussian_likelihood(c["q"], c["scale"])).sum()
             bits += -torch.log2(model.z_prior.likelihood(z_hat)).sum()
-            y_hat = ((c["q"] + c["offset"]) * c["ilg"].exp())[0, :, 0].numpy()
+            u_hat = ((c["q"] + c["offset"]) * c["ilg"].exp())[0, cfg.bands :, 0].numpy()
             zero = c["q"][0, cfg.bands :, 0].numpy() == 0
             cap = 0.5 * c["ilg"][0, cfg.bands :, 0].exp().numpy()
-            coefs = decode_frames(y_hat, zero, cap, cfg.bands, cfg.kappa, cfg.power,
+            env_hat = y[0, : cfg.bands, 0].numpy()  # the grid values the decoder gets back
+            coefs = decode_frames(env_hat, u_hat, zero, cap, cfg.kappa, cfg.power, cfg.norm,
                                   np.random.default_rng(i))
             out = imdct(coefs, hop)[hop : hop + len(clip)].clip(-1, 1)
             kbps.append(bits.item() / (len(clip) / SAMPLE_RATE) / 1000)
