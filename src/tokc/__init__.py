@@ -52,7 +52,13 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
     from pathlib import Path
 
     from tokc.compress import registry
+    from tokc.compress.base import CodecUsageError
 
+    given = [k for k, v in {"quality": quality, "size": size, "psnr": psnr, "kbps": kbps}.items()
+             if v is not None]
+    if len(given) > 1:
+        raise CodecUsageError(f"give at most one of quality=, size=, psnr=, kbps= (got "
+                              f"{', '.join(k + '=' for k in given)})")
     audio = sample_rate is not None or isinstance(input, Sound) or (
         isinstance(input, (str, Path)) and registry.modality_of(str(input)) == "audio")
     default = registry.default_for("audio" if audio else "image")
@@ -79,9 +85,10 @@ def _registered(name: str) -> bool:
     return True
 
 
-def decompress(data: bytes, *, model: str | None = None, backend: str = "auto", **options):
-    """Decode the bytes of a .tokc file with the codec its header names: for images a uint8
-    array (H, W), (H, W, 3) or (H, W, 4). model: a weights file to decode with (default: the
+def decompress(data, *, model: str | None = None, backend: str = "auto", **options):
+    """Decode a .tokc file (its bytes, a path or a binary file object) with the codec its
+    header names: for images a uint8 array (H, W), (H, W, 2) grey + alpha, (H, W, 3) or
+    (H, W, 4). model: a weights file to decode with (default: the
     shipped ones); options: what the codec loads (checkpoint= for one-d-piece-v1). Audio
     decodes to a tokc.Sound (samples (n, channels) float32, sample_rate)."""
     from pathlib import Path
@@ -89,7 +96,28 @@ def decompress(data: bytes, *, model: str | None = None, backend: str = "auto", 
     from tokc import format as fmt
     from tokc.compress import registry
 
+    data = _file_bytes(data)
     if model is not None and Path(model).is_file():
         options["weights"] = model
-    return registry.for_header(fmt.read_header(bytes(data)), backend=backend, **options) \
-        .decompress(bytes(data))
+    return registry.for_header(fmt.read_header(data), backend=backend, **options) \
+        .decompress(data)
+
+
+def _file_bytes(source) -> bytes:
+    """The bytes of a .tokc file given as bytes (or bytearray, memoryview), a path (str or
+    os.PathLike) or a binary file object."""
+    import os
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return f.read()
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("tokc.decompress reads a file object opened in binary mode ('rb'), "
+                            f"got {type(data).__name__} from it")
+        return bytes(data)
+    raise TypeError("tokc.decompress takes the bytes of a .tokc file, a path or a binary file "
+                    f"object, not {type(source).__name__}")

@@ -102,7 +102,7 @@ def test_bad_inputs_are_codec_errors(tiny_codec):
     with pytest.raises(image.CodecError):
         tiny_codec.compress(np.zeros((0, 5, 3), np.uint8))
     with pytest.raises(image.CodecError):
-        tiny_codec.compress(np.zeros((5, 5, 2), np.uint8))
+        tiny_codec.compress(np.zeros((5, 5, 5), np.uint8))  # (H, W, 2) is grey + alpha
     with pytest.raises(image.CodecError):
         tiny_codec.compress(np.zeros((5, 5), np.int32))
     with pytest.raises(image.CodecError):

@@ -158,7 +158,7 @@ class ImageCodec:
         level_milli = header.rate_dict().get("level_milli", -1)
         if not LEVEL_MIN <= level_milli <= (self.weights.levels - 1) * 1000:
             raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
-        if header.channels not in (1, 3, 4):
+        if header.channels not in (1, 2, 3, 4):
             raise fmt.TokcFormatError(f"an image of {header.channels} channels")
         hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
         z, c = self.latent.read(by_tag, (hp // PAD, wp // PAD), level_milli)

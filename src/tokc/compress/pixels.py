@@ -20,28 +20,67 @@ OUTPUT_KINDS = {"png": "PNG", "ppm": "PPM", "pgm": "PPM", "pnm": "PPM", "tif": "
                 "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
 
 
-def as_image(image) -> np.ndarray:
-    """A path, PIL image or array -> uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
+def as_image(image, name: str | None = None) -> np.ndarray:
+    """A path, PIL image or array -> uint8 array (H, W), (H, W, 2) grey + alpha, (H, W, 3) or
+    (H, W, 4). Paths and PIL images take one conversion (`from_pil`), whatever their mode."""
     if isinstance(image, (str, Path)):
         image = read_image(image)
-    elif not isinstance(image, np.ndarray):
-        image = np.asarray(image)
+    elif _is_pil(image):
+        image = from_pil(image, name or "image")
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise CodecError(f"expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (2, 3, 4)):
+        raise CodecError(f"expected an image of shape (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), "
+                         f"got {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise CodecError("empty image")
     if arr.dtype == np.uint16:
-        warnings.warn("16-bit input reduced to 8 bits")
+        warnings.warn(DEEP)
         arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
     elif arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and 0 <= arr.min() and arr.max() <= 1:
             arr = np.round(arr * 255).astype(np.uint8)
         else:
             raise CodecError(f"expected uint8 or uint16 pixels (or floats in 0..1), got {arr.dtype}")
     return arr
+
+
+DEEP = "16-bit input reduced to 8 bits"
+
+
+def _is_pil(image) -> bool:
+    from PIL import Image
+
+    return isinstance(image, Image.Image)
+
+
+def from_pil(im, name: str) -> np.ndarray:
+    """A PIL image of any mode -> what the codecs code: L (grey, also from 1, I;16, I and F),
+    LA (grey + alpha), RGB (also from P, CMYK, YCbCr...), RGBA (any mode with transparency).
+    Warns for 16-bit input and for animations (only the first frame is coded)."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        warnings.warn(f"{name}: animated image: only the first of its {frames} frames is coded")
+    if im.mode in ("RGB", "RGBA") and any(";16" in str(t.args) for t in getattr(im, "tile", ())):
+        warnings.warn(DEEP)  # Pillow reads 48/64-bit RGB(A) as 8 bits per channel
+    im.load()
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        warnings.warn(DEEP)
+        return np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(im)
+    if im.mode in ("1", "F"):
+        return np.asarray(im.convert("L"))
+    if im.mode == "La":
+        return np.asarray(im.convert("LA"))
+    if im.mode in ("PA", "RGBa") or "transparency" in im.info:
+        return np.asarray(im.convert("RGBA"))
+    if im.mode == "P" and not im.getpalette():
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
 
 
 def read_image(source, name: str | None = None) -> np.ndarray:
@@ -51,45 +90,41 @@ def read_image(source, name: str | None = None) -> np.ndarray:
     name = name or str(source)
     try:
         with Image.open(source) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im).astype(np.int64)
-                warnings.warn("16-bit input reduced to 8 bits")
-                return np.clip(arr >> 8, 0, 255).astype(np.uint8)
-            if im.mode in ("L", "RGB", "RGBA"):
-                return np.asarray(im)
-            if im.mode in ("LA", "PA") or "transparency" in im.info:
-                return np.asarray(im.convert("RGBA"))
-            if im.mode in ("1", "P") and not im.getpalette():
-                return np.asarray(im.convert("L"))
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+            return from_pil(im, name)
+    except UnidentifiedImageError:
+        empty = hasattr(source, "getbuffer") and not source.getbuffer().nbytes
+        raise CodecError(f"cannot read image {name}: "
+                         + ("empty file" if empty else "not an image file Pillow can read")) from None
+    except (Image.DecompressionBombError, OSError, ValueError) as e:
         raise CodecError(f"cannot read image {name}: {e}") from None
 
 
 def split_alpha_gray(img: np.ndarray):
     """-> (rgb to code, channels for the header, extra chunks). Grayscale is coded through the
     RGB model as R=G=B (no chroma is spent) and decoded back to one channel; alpha is coded
-    losslessly as a PNG chunk."""
+    losslessly as a PNG chunk. Channels: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA."""
     if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2), 1, ()
-    if img.shape[2] == 4:
+    if img.shape[2] in (2, 4):
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(img[:, :, 3])).save(buf, "PNG", optimize=True)
-        return np.ascontiguousarray(img[:, :, :3]), 4, (fmt.Chunk("alph", buf.getvalue()),)
+        Image.fromarray(np.ascontiguousarray(img[:, :, -1])).save(buf, "PNG", optimize=True)
+        colour = img[:, :, :3] if img.shape[2] == 4 else np.repeat(img[:, :, :1], 3, axis=2)
+        return np.ascontiguousarray(colour), img.shape[2], (fmt.Chunk("alph", buf.getvalue()),)
     return img, 3, ()
 
 
 def merge_alpha_gray(rgb: np.ndarray, channels: int, by_tag: dict) -> np.ndarray:
-    if channels == 1:
-        return np.round(rgb.astype(np.float32).mean(2)).astype(np.uint8)
-    if channels == 4:
+    grey = channels in (1, 2)
+    if grey:
+        rgb = np.round(rgb.astype(np.float32).mean(2)).astype(np.uint8)
+    if channels in (2, 4):
         from PIL import Image
 
         if "alph" not in by_tag:
-            raise fmt.TokcFormatError("an RGBA file without its 'alph' chunk")
+            raise fmt.TokcFormatError(f"an image with alpha ({channels} channels) without its "
+                                      f"'alph' chunk")
         try:
             alpha = np.asarray(Image.open(io.BytesIO(by_tag["alph"])))
         except Exception as e:

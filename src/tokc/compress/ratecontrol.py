@@ -7,10 +7,11 @@ bisect on integers, so they take about log2(levels*1000) ~ 13 probes."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
-from tokc.compress.base import CodecError
+from tokc.compress.base import CodecError, CodecUsageError
 
 
 def largest_fitting(size_at: Callable[[int], int], budget: int, bottom: int, top: int) -> int | None:
@@ -84,6 +85,8 @@ def choose_level(levels: int, size_at: Callable[[int], int], quality_at: Callabl
             raise CodecError(f"no quality fits in {size} bytes (smallest file: {size_at(bottom)} bytes)")
         return level
     if target is not None:
+        if not (math.isfinite(target) and target > 0):
+            raise CodecUsageError(f"a {what} target must be a positive number of {unit}, got {target}")
         level = smallest_reaching(quality_at, target, bottom, top)
         if level is None:
             warnings.warn(f"{what} {target} {unit} is out of reach; coded at the highest quality")
