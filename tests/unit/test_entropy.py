@@ -83,3 +83,25 @@ def test_cost_bits_are_the_tables_code_lengths():
     np.testing.assert_allclose(got[:4], want)
     assert got[4] == pytest.approx(-np.log2(freq[0, 2 * offsets[0] + 1] / 2**16) + 16)
     assert got[0] < got[1]  # zero is the likeliest value of a zero-mean table
+
+
+def test_a_stream_that_runs_out_is_an_error_not_free_symbols():
+    """An exhausted ANS decoder returns each table's first symbol for free; asking for more
+    tokens than were coded (a header with forged dimensions, a cut payload) must fail in
+    decode, not yield a plane of -offset values for finish() to notice, if ever."""
+    freq, off = entropy.gaussian_tables([0.3, 2.0])
+    tables = entropy.Tables(freq, off)
+    rng = np.random.default_rng(2)
+    table = rng.integers(0, 2, size=4000)
+    values = np.round(rng.normal(size=table.shape) * np.array([0.3, 2.0])[table]).astype(np.int64)
+    enc = entropy.Encoder()
+    enc.add(tables, values, table)
+    stream, esc = enc.finish()
+    dec = entropy.Decoder(stream, esc)
+    np.testing.assert_array_equal(dec.decode(tables, table), values)  # all of it: fine
+    with pytest.raises(entropy.ExhaustedError, match="ends before the tokens"):
+        dec.decode(tables, np.ones(20_000, int))  # 20x more than the stream holds
+    dec = entropy.Decoder(stream, esc)
+    with pytest.raises(entropy.ExhaustedError):
+        dec.decode(tables, np.tile(table, 20))
+    assert issubclass(entropy.ExhaustedError, entropy.EntropyError)
