@@ -16,6 +16,7 @@ import tokc.compress  # noqa: F401  (isort: skip)
 
 __version__ = "0.1.0"
 
+from tokc.compress.base import MAX_PIXELS as _MAX_PIXELS  # noqa: E402
 from tokc.compress.base import Sound  # noqa: E402
 
 __all__ = ["Sound", "__version__", "compress", "decompress", "open_model"]
@@ -85,22 +86,28 @@ def _registered(name: str) -> bool:
     return True
 
 
-def decompress(data, *, model: str | None = None, backend: str = "auto", **options):
+def decompress(data, *, model: str | None = None, backend: str = "auto",
+               max_pixels: int | None = _MAX_PIXELS, **options):
     """Decode a .tokc file (its bytes, a path or a binary file object) with the codec its
     header names: for images a uint8 array (H, W), (H, W, 2) grey + alpha, (H, W, 3) or
     (H, W, 4). model: a weights file to decode with (default: the
     shipped ones); options: what the codec loads (checkpoint= for one-d-piece-v1). Audio
-    decodes to a tokc.Sound (samples (n, channels) float32, sample_rate)."""
+    decodes to a tokc.Sound (samples (n, channels) float32, sample_rate).
+    max_pixels: an image file whose header claims more pixels is refused before anything is
+    decoded (tokc.compress.base.PixelLimitError, a tokc.format.LimitError); the default is
+    Pillow's decompression-bomb limit; None or 0: no limit."""
     from pathlib import Path
 
     from tokc import format as fmt
     from tokc.compress import registry
+    from tokc.compress.base import check_pixels
 
     data = _file_bytes(data)
     if model is not None and Path(model).is_file():
         options["weights"] = model
-    return registry.for_header(fmt.read_header(data), backend=backend, **options) \
-        .decompress(data)
+    header = fmt.read_header(data)
+    check_pixels(header, max_pixels)
+    return registry.for_header(header, backend=backend, **options).decompress(data)
 
 
 def _file_bytes(source) -> bytes:

@@ -28,7 +28,7 @@ from tokc import format as fmt
 from tokc.cli import main
 from tokc.cli.errors import Failure, Usage
 from tokc.compress import registry
-from tokc.compress.base import CodecError, CodecUsageError
+from tokc.compress.base import MAX_PIXELS, CodecError, CodecUsageError, check_pixels
 
 ERRORS = (CodecError, fmt.TokcFormatError, OSError)
 FLAGS = {"quality": "-q", "kbps": "-b", "size": "--size", "psnr": "--psnr", "effort": "-e", "tokens": "--tokens",
@@ -210,9 +210,12 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
 @click.option("-m", "--model", default="default", show_default=True,
               help="A weights file to decode with (default: the shipped weights of the file's codec).")
 @click.option("--checkpoint", metavar="PATH", help="The One-D-Piece checkpoint a one-d-piece-v1 file was made with.")
+@click.option("--max-pixels", type=click.IntRange(0), default=MAX_PIXELS, show_default=True, metavar="N",
+              help="Refuse an image whose header claims more than N pixels, before decoding "
+                   "(a guard against small files that decode to huge images; 0: no limit).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
-def decompress(input, output, backend, model, checkpoint, force, quiet):
+def decompress(input, output, backend, model, checkpoint, max_pixels, force, quiet):
     """Decompress a .tokc file: images to PNG (or .ppm, .tif, .bmp, .webp), audio to 16-bit WAV
     (or .flac), decoded as the file is read."""
     if output is not None:
@@ -225,6 +228,7 @@ def decompress(input, output, backend, model, checkpoint, force, quiet):
             src = _Recording(src)
             reader = fmt.Reader(src)
             header = reader.header
+            check_pixels(header, max_pixels, flag="--max-pixels ")
             entry = registry.entry_for(header)
             load = {**_choose(model, header.modality)[1], "checkpoint": checkpoint}
             load = {k: v for k, v in load.items() if v is not None}

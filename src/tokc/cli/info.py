@@ -1,4 +1,6 @@
-"""`tokc info FILE`: print the header and chunk list of a .tokc file, checking every CRC."""
+"""`tokc info FILE`: print the header and chunk list of a .tokc file, checking every CRC (the
+framing only: the payload is not decoded, so a header whose dimensions were changed and whose
+CRC was recomputed passes here and fails in `tokc decompress`)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ def _describe(f: BinaryIO) -> dict:
         "overhead_bytes": reader.bytes_read - payload,
         "total_bytes": reader.bytes_read,
         "decoder": _decoder(h),
+        # what info checked: the framing and its CRCs, not what the payload decodes to (a
+        # forged header with recomputed CRCs passes; decompress finds it out)
+        "payload_decoded": False,
     }
 
 
@@ -68,7 +73,7 @@ def _text(name: str, d: dict) -> str:
         f"rate        {rate}",
         f"weights     {d['weights_digest']}",
         f"decoder     {_decoder_text(d['decoder'], d['codec'])}",
-        f"chunks      {len(d['chunks'])} (all CRCs ok)",
+        f"chunks      {len(d['chunks'])} (CRCs ok; the payload is not decoded, so not checked)",
     ]
     for i, c in enumerate(d["chunks"][:_MAX_LISTED]):
         lines.append(f"  #{i:<4} {c['tag']}  {c['size']:>10} bytes")

@@ -18,10 +18,36 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from tokc import format as fmt
 from tokc.runtimes.errors import CodecError, CodecUsageError, UnknownCodecError
 
-__all__ = ["Codec", "CodecError", "CodecUsageError", "Decoded", "EncodeResult", "Sound",
-           "UnknownCodecError"]
+__all__ = ["MAX_PIXELS", "Codec", "CodecError", "CodecUsageError", "Decoded", "EncodeResult",
+           "PixelLimitError", "Sound", "UnknownCodecError", "check_pixels"]
+
+# The decoders' guard against decompression bombs (a small file whose header claims a huge
+# image): Pillow's DecompressionBombError threshold, 2 * PIL.Image.MAX_IMAGE_PIXELS (a
+# 13383 x 13383 image). The format itself allows 2**28 pixels.
+MAX_PIXELS = 178_956_970
+
+
+class PixelLimitError(fmt.LimitError):
+    """An image larger than the caller's decoding limit (`max_pixels`, `--max-pixels`)."""
+
+
+def check_pixels(header: fmt.Header, max_pixels: int | None = MAX_PIXELS,
+                 flag: str = "max_pixels=") -> None:
+    """Refuse, from the header alone and so before anything is allocated, an image of more
+    than max_pixels pixels (None or 0: no limit). flag: how the caller raises the limit, for
+    the message (`--max-pixels` in the CLI)."""
+    if header.modality != "image" or not max_pixels:
+        return
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise PixelLimitError(
+            f"the file claims a {header.width}x{header.height} image ({pixels:,} pixels), over "
+            f"the decoding limit of {max_pixels:,} pixels (a guard against small files that "
+            f"decode to huge images); if you trust the file, raise the limit with {flag}N "
+            f"(0 for none)")
 
 
 
