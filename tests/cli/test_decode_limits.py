@@ -101,3 +101,38 @@ def test_a_cut_payload_is_a_format_error(tiny_codec, photo):
         cut = [fmt.Chunk("ans ", ans.payload[:keep]) if c.tag == "ans " else c for c in chunks]
         with pytest.raises(fmt.TokcFormatError):
             tiny_codec.decompress(fmt.pack(header, cut))
+
+
+def test_a_changed_stream_with_a_recomputed_crc_is_a_valid_file(tiny_codec, photo):
+    """What docs/FORMAT.md says a file does not promise: CRCs catch accidents, not tampering.
+    Random changes to an 'ans ' stream are caught by its end check (it must be used up
+    exactly), but tokens decoded, changed and coded again, with fresh CRCs, make a valid file
+    that decodes with no error to another image."""
+    import numpy as np
+
+    data = tiny_codec.compress(photo, quality=60).data
+    original = tiny_codec.decompress(data)
+    header, by_tag, z, c = tiny_codec.decode_tokens(data)
+    level = header.rate_dict()["level_milli"]
+    latent = tiny_codec.latent
+    mean, log_scale_q = latent.entropy_params(z)
+    calls = []
+
+    def tokens(ch, part, offset, index):  # the decoded tokens, the very first one changed
+        q = c.q[ch][:, part].copy()
+        if not calls:
+            q[0, 0] += 5
+        calls.append(ch)
+        return q
+
+    changed = latent.walk(mean, log_scale_q, level, tokens)
+    forged = fmt.pack(header, latent.chunks(z, changed))
+    decoded = tiny_codec.decompress(forged)  # no error: a well-formed file
+    assert decoded.shape == original.shape and not np.array_equal(decoded, original)
+    for pos in range(0, len(by_tag["ans "]), 37):  # a random change: a clean error or an image
+        payload = bytearray(by_tag["ans "])
+        payload[pos] ^= 0x10
+        try:
+            tiny_codec.decompress(fmt.pack(header, [fmt.Chunk("ans ", bytes(payload))]))
+        except fmt.TokcFormatError:
+            pass
