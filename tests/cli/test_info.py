@@ -111,7 +111,7 @@ def test_info_bad_file_is_one_line_and_exit_1(image_file, damage, message):
     assert "Traceback" not in result.stderr
 
 
-def test_info_missing_file_is_a_usage_error(tmp_path):
+def test_info_missing_file_fails_as_decompress_does(tmp_path):
     result = runner().invoke(main, ["info", str(tmp_path / "nope.tokc")])
-    assert result.exit_code == 2
-    assert "does not exist" in result.stderr
+    assert result.exit_code == 1  # a failure, not a usage error (issue 16)
+    assert result.stderr == f"tokc: error: {tmp_path / 'nope.tokc'}: no such file\n"

@@ -2,10 +2,12 @@
 
 This is the README's main job (`make demo`): it compresses and decompresses a real photo with
 tokc and prints bytes, bpp, PSNR, MS-SSIM and times next to JPEG and WebP, each given the
-byte budget of the tokc file (the best quality of theirs that fits)."""
+byte budget of the tokc file (the best quality of theirs that fits). MS-SSIM needs both sides
+of 161 px or more; on a smaller image it reads n/a (nan in a Row)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -29,7 +31,12 @@ def compare(
 ) -> list[Row]:
     from tokc.baselines.image import compress_image_to_size, image_codec
     from tokc.compress.image import default_codec
-    from tokc.metrics.image import ms_ssim, ms_ssim_db, psnr
+    from tokc.metrics.image import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, psnr
+
+    def ms_ssim_or_nan(ref: np.ndarray, dist: np.ndarray) -> float:
+        if min(ref.shape[:2]) < MS_SSIM_MIN_SIDE:
+            return float("nan")
+        return ms_ssim_db(ms_ssim(ref, dist))
 
     codec = default_codec(backend)
     _ = codec.transforms  # load the model before timing
@@ -47,7 +54,7 @@ def compare(
             len(res.data),
             res.bpp,
             psnr(rgb, out),
-            ms_ssim_db(ms_ssim(rgb, out)),
+            ms_ssim_or_nan(rgb, out),
             t_enc,
             t_dec,
         )
@@ -65,7 +72,7 @@ def compare(
                 c.nbytes,
                 8 * c.nbytes / (h * w),
                 psnr(rgb, decoded),
-                ms_ssim_db(ms_ssim(rgb, decoded)),
+                ms_ssim_or_nan(rgb, decoded),
                 t_enc,
                 t_dec,
             )
@@ -79,8 +86,9 @@ def format_rows(rows: list[Row]) -> str:
         f"{'MS-SSIM dB':>10} {'enc s':>6} {'dec s':>6}"
     ]
     for r in rows:
+        ms_ssim = "n/a" if math.isnan(r.ms_ssim_db) else f"{r.ms_ssim_db:.2f}"
         lines.append(
             f"{r.codec:<6} {r.setting[:34]:<34} {r.nbytes:>8} {r.bpp:>6.3f} {r.psnr:>8.2f} "
-            f"{r.ms_ssim_db:>10.2f} {r.encode_s:>6.2f} {r.decode_s:>6.2f}"
+            f"{ms_ssim:>10} {r.encode_s:>6.2f} {r.decode_s:>6.2f}"
         )
     return "\n".join(lines)

@@ -14,7 +14,9 @@ line on stderr; exit 0 ok, 1 failure, 2 usage.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -38,10 +40,41 @@ FLAGS = {"quality": "-q", "kbps": "-b", "size": "--size", "psnr": "--psnr", "eff
 def _read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
+    _check_input(path)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise Failure(_about(path, e)) from None
+
+
+def _check_input(path: str) -> None:
+    if path == "-":
+        return
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise Failure(f"{path}: is a directory")
+    if not p.exists():
         raise Failure(f"{path}: no such file")
-    return p.read_bytes()
+
+
+def _about(name: str, e: BaseException) -> str:
+    """One line for an error about a file: `name: what`, the name once."""
+    if isinstance(e, OSError) and e.strerror:
+        what = e.strerror[:1].lower() + e.strerror[1:]
+    else:
+        what = str(e)
+    return what if what.startswith(f"{name}: ") else f"{name}: {what}"
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain open() would leave: the existing file's, else 0666 less the umask
+    (mkstemp's 0600 would otherwise survive the rename)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def _write_output(path: str, data: bytes, force: bool) -> None:
@@ -55,14 +88,20 @@ def _write_with(path: str, write, force: bool) -> None:
         write(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
+    _refuse_existing(path, force)
     p = Path(path)
-    if p.exists() and not force:
-        raise Failure(f"{path} exists (use -f to overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent or ".")
+    except OSError as e:
+        raise Failure(_about(path, e)) from None
+    try:
+        os.fchmod(fd, _new_file_mode(p))
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.replace(tmp, p)
+        try:
+            os.replace(tmp, p)
+        except OSError as e:
+            raise Failure(_about(path, e)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -85,8 +124,26 @@ class _Recording:
 
 
 def _refuse_existing(output: str, force: bool) -> None:
-    if output != "-" and Path(output).exists() and not force:
-        raise Failure(f"{output} exists (use -f to overwrite)")
+    """Refuse an output that cannot or may not be written: data to a terminal (as gzip does),
+    a directory, a missing directory, an existing file without -f."""
+    if output == "-":
+        if sys.stdout.isatty():
+            raise Failure("refusing to write binary data to a terminal (use -o FILE or redirect "
+                          "stdout)")
+        return
+    p = Path(output)
+    if p.is_dir():
+        raise Failure(f"{output}: is a directory")
+    if not p.parent.is_dir():
+        raise Failure(f"{output}: no such directory {p.parent}")
+    if p.exists() and not force:
+        raise Failure(f"{output}: exists (use -f to overwrite)")
+
+
+def _positive_db(ctx, param, value):
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"a PSNR target is a positive number of dB, not {value}")
+    return value
 
 
 def _warn(quiet: bool):
@@ -137,7 +194,8 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("-b", "--kbps", type=click.FloatRange(0, min_open=True), default=None, metavar="KBPS",
               help="Audio: the best quality whose average bitrate is at most KBPS.")
 @click.option("--size", type=click.IntRange(1), metavar="BYTES", help="Best quality whose file fits in BYTES.")
-@click.option("--psnr", type=float, metavar="DB", help="Smallest file reaching this PSNR (dB).")
+@click.option("--psnr", type=float, callback=_positive_db, metavar="DB",
+              help="Smallest file reaching this PSNR (dB, > 0).")
 @click.option("-e", "--effort", type=click.IntRange(1, 9), default=None,
               help="Encoder effort 1..9 (default 1): higher spends more time for fewer bytes at the "
                    "same quality.")
@@ -154,8 +212,8 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("-v", "--verbose", is_flag=True, help="Also decode and report PSNR.")
 def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint, tokens, backend,
              force, as_json, quiet, verbose):
-    """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, RGB or RGBA) or audio (WAV, FLAC,
-    OGG, MP3; mono or stereo) to a .tokc file."""
+    """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, gray + alpha, RGB or RGBA; of an
+    animation, the first frame) or audio (WAV, FLAC, OGG, MP3; mono or stereo) to a .tokc file."""
     if sum(x is not None for x in (quality, kbps, size, psnr)) > 1:
         raise click.UsageError("give at most one of -q, -b, --size, --psnr")
     rate = {k: v for k, v in {"quality": quality, "kbps": kbps, "size": size, "psnr": psnr,
@@ -169,6 +227,7 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
                     f"(it takes {_flags(entry.rate_options + entry.load_options)})")
     if output is None:
         output = "-" if input == "-" else str(Path(input).with_suffix(".tokc"))
+    _check_input(input)
     _refuse_existing(output, force)
     _warn(quiet)
     media = registry.media(entry.modality)
@@ -187,7 +246,7 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
     except CodecUsageError as e:
         raise Usage(str(e)) from None
     except ERRORS as e:
-        raise Failure(str(e)) from None
+        raise Failure(_about(input, e)) from None
     size_fields, size_text = media.summary(res)
     codec_fields, codec_text = codec.summary(res)
     summary = {"input": input, "output": output, "bytes": len(res.data), **size_fields,
@@ -216,14 +275,14 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 def decompress(input, output, backend, model, checkpoint, max_pixels, force, quiet):
-    """Decompress a .tokc file: images to PNG (or .ppm, .tif, .bmp, .webp), audio to 16-bit WAV
-    (or .flac), decoded as the file is read."""
+    """Decompress a .tokc file: images to PNG (or .ppm, .pgm as grey, .tif, .bmp, .webp), audio
+    to 16-bit WAV (or .flac), decoded as the file is read."""
     if output is not None:
         _refuse_existing(output, force)
+    _warn(quiet)
     t0 = time.perf_counter()
     try:
-        if input != "-" and not Path(input).is_file():
-            raise Failure(f"{input}: no such file")
+        _check_input(input)
         with (open(input, "rb") if input != "-" else nullcontext(sys.stdin.buffer)) as src:
             src = _Recording(src)
             reader = fmt.Reader(src)
@@ -252,6 +311,6 @@ def decompress(input, output, backend, model, checkpoint, max_pixels, force, qui
     except CodecUsageError as e:
         raise Usage(str(e)) from None
     except ERRORS as e:
-        raise Failure(str(e)) from None
+        raise Failure(_about(input, e)) from None
     if not quiet:
         click.echo(f"{input} -> {output}: {described}, {time.perf_counter() - t0:.2f} s", err=True)

@@ -5,12 +5,14 @@ CRC was recomputed passes here and fails in `tokc decompress`)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import BinaryIO
 
 import click
 
 from tokc import format as fmt
 from tokc.cli import main
+from tokc.cli.errors import Failure
 from tokc.compress import registry
 from tokc.compress.base import CodecError
 
@@ -95,16 +97,21 @@ def _decoder_text(decoder: dict | None, codec: str) -> str:
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def info(file: str, as_json: bool) -> None:
     """Show the header and chunks of a .tokc FILE (`-` reads stdin)."""
+    if file != "-" and Path(file).is_dir():
+        raise Failure(f"{file}: is a directory")
+    if file != "-" and not Path(file).exists():
+        raise Failure(f"{file}: no such file")  # exit 1, as `tokc decompress` does
     try:
         with click.open_file(file, "rb") as f:
             d = _describe(f)
-    except (fmt.TokcFormatError, OSError) as e:
-        click.echo(f"tokc: error: {file}: {e}", err=True)
-        raise SystemExit(1) from None
+    except fmt.TokcFormatError as e:
+        raise Failure(f"{file}: {e}") from None
+    except OSError as e:
+        raise Failure(f"{file}: {e.strerror or e}") from None
     if as_json:
         click.echo(json.dumps({"file": file, **d}))
     else:

@@ -93,10 +93,10 @@ def read_image(source, name: str | None = None) -> np.ndarray:
             return from_pil(im, name)
     except UnidentifiedImageError:
         empty = hasattr(source, "getbuffer") and not source.getbuffer().nbytes
-        raise CodecError(f"cannot read image {name}: "
+        raise CodecError(f"{name}: cannot read image: "
                          + ("empty file" if empty else "not an image file Pillow can read")) from None
     except (Image.DecompressionBombError, OSError, ValueError) as e:
-        raise CodecError(f"cannot read image {name}: {e}") from None
+        raise CodecError(f"{name}: cannot read image: {e}") from None
 
 
 def split_alpha_gray(img: np.ndarray):
@@ -152,8 +152,19 @@ def write(pixels: Decoded, name: str) -> bytes:
     kind = OUTPUT_KINDS.get(suffix)
     if kind is None:
         raise CodecError(f"cannot write {name}: use .png, .ppm/.pgm, .tif, .bmp or .webp (lossless)")
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    netpbm = {"pgm": ("L", "grey"), "ppm": ("RGB", "RGB")}.get(suffix)  # P5 / P6, as named
+    if netpbm and im.mode != netpbm[0]:
+        if im.mode not in ("L", "RGB"):
+            warnings.warn(f"{name}: .{suffix} holds no alpha; written as {netpbm[1]}")
+        elif suffix == "pgm":
+            warnings.warn(f"{name}: .pgm is greyscale; the colour image is written as grey")
+        im = im.convert(netpbm[0])
+    elif kind == "PPM" and im.mode not in ("L", "RGB"):  # .pnm: grey or RGB as decoded
+        warnings.warn(f"{name}: .{suffix} holds no alpha; written without it")
+        im = im.convert("L" if im.mode == "LA" else "RGB")
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, kind, **({"lossless": True} if kind == "WEBP" else {}))
+    im.save(buf, kind, **({"lossless": True} if kind == "WEBP" else {}))
     return buf.getvalue()
 
 
