@@ -1,6 +1,7 @@
 """Classic codecs for benchmarks, in registries by name.
 
-Images: "jpeg", "webp", "avif", "jxl" (imagecodecs). Audio: "opus", "mp3" (PyAV).
+Images: "jpeg", "webp", "avif", "jxl" (imagecodecs). Audio: "opus", "opus-voip", "mp3" (PyAV).
+tokc's own codecs are registered beside them as "tokc" (tokc.baselines.learned).
 Add a codec with `register_image_codec(name, encode, ...)` / `register_audio_codec(...)`;
 the RD benchmark (tokc.bench.rd) takes its codecs from these registries.
 """
@@ -8,6 +9,8 @@ the RD benchmark (tokc.bench.rd) takes its codecs from these registries.
 from tokc.baselines.audio import (
     AudioCodec,
     CompressedAudio,
+    Encoded,
+    Unreachable,
     audio_codec,
     audio_codec_names,
     compress_audio,
@@ -29,7 +32,9 @@ __all__ = [
     "AudioCodec",
     "CompressedAudio",
     "CompressedImage",
+    "Encoded",
     "ImageCodec",
+    "Unreachable",
     "audio_codec",
     "audio_codec_names",
     "bisect_to_size",
@@ -43,4 +48,4 @@ __all__ = [
     "register_image_codec",
 ]
 
-from tokc.baselines import learned  # noqa: E402,F401  registers "tokc"
+from tokc.baselines import learned  # noqa: E402,F401  registers "tokc" (image and audio)

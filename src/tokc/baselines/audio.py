@@ -2,7 +2,12 @@
 
 Audio is float32 in [-1, 1], shape (n,) for mono or (n, 2) for stereo, with its sample
 rate; the quality knob is the target bitrate in kbps. The bytes are a complete file
-(Ogg/Opus, MP3), so container overhead counts against the codec.
+(Ogg/Opus, MP3) and `nbytes` / `actual_kbps` count all of it; an encoder may also report the
+bytes a rate comparison should count (`counted_bytes`: the Opus and MP3 packets, without the
+container's pages, headers and tags), which the RD benchmark uses.
+
+An encoder that cannot reach the asked bitrate on a clip raises `Unreachable` (the benchmark
+skips that point with a note).
 """
 
 from __future__ import annotations
@@ -18,14 +23,27 @@ import numpy as np
 from tokc.baselines.image import bisect_to_size
 from tokc.baselines.registry import Registry
 
-# encode(audio, sample_rate, kbps) returns bytes, or (bytes, decoded audio);
-# decode(bytes, sample_rate) returns the audio resampled to sample_rate.
-EncodeFn = Callable[[np.ndarray, int, float], "bytes | tuple[bytes, np.ndarray]"]
+# encode(audio, sample_rate, kbps) returns bytes, an Encoded (bytes + the bytes to count), or
+# (bytes, decoded audio); decode(bytes, sample_rate) returns the audio resampled to sample_rate.
+EncodeFn = Callable[[np.ndarray, int, float], "bytes | Encoded | tuple[bytes, np.ndarray]"]
 DecodeFn = Callable[[bytes, int], np.ndarray]
 
 
 def _any_kbps(sample_rate: int) -> tuple[float, ...]:
     return tuple(float(b) for b in range(6, 257))
+
+
+class Unreachable(ValueError):
+    """The codec cannot code this audio at the asked bitrate (e.g. below its lowest rate)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An encoder's file and the part of it a rate comparison counts (e.g. the codec's
+    packets without the container around them)."""
+
+    data: bytes
+    counted_bytes: int
 
 
 @dataclass(frozen=True)
@@ -47,15 +65,27 @@ class CompressedAudio:
     sample_rate: int
     encode_s: float
     decode_s: float | None  # None when the codec's encode also decodes (timed together)
+    counted_bytes: int | None = None  # what a rate comparison counts; None: the whole file
 
     @property
     def nbytes(self) -> int:
         return len(self.data)
 
     @property
+    def seconds(self) -> float:
+        return self.decoded.shape[0] / self.sample_rate
+
+    @property
     def actual_kbps(self) -> float:
         """Bitrate of the whole file, container included."""
-        return 8.0 * len(self.data) * self.sample_rate / self.decoded.shape[0] / 1000.0
+        return 8.0 * len(self.data) / self.seconds / 1000.0
+
+    @property
+    def counted_kbps(self) -> float:
+        """Bitrate of the counted bytes (the codec's packets where the encoder reports them,
+        else the whole file)."""
+        counted = len(self.data) if self.counted_bytes is None else self.counted_bytes
+        return 8.0 * counted / self.seconds / 1000.0
 
 
 _CODECS: Registry[AudioCodec] = Registry("audio")
@@ -112,6 +142,9 @@ def compress_audio(codec: str, audio: np.ndarray, sample_rate: int, kbps: float)
     out: Any = c.encode(audio, sample_rate, kbps)
     encode_s = time.perf_counter() - t0
     decode_s = None
+    counted = None
+    if isinstance(out, Encoded):
+        out, counted = out.data, out.counted_bytes
     if isinstance(out, tuple):
         data, decoded = out
     else:
@@ -129,6 +162,7 @@ def compress_audio(codec: str, audio: np.ndarray, sample_rate: int, kbps: float)
         sample_rate,
         encode_s,
         decode_s,
+        counted,
     )
 
 
@@ -159,26 +193,29 @@ def _av_encode(
     container_format: str,
     kbps: float,
     codec_rate: int,
-) -> bytes:
+    options: dict[str, str] | None = None,
+) -> Encoded:
+    """The container file, and the bytes of the codec's packets (what the rate counts)."""
     import av
 
     planar = np.ascontiguousarray(audio.reshape(audio.shape[0], -1).T)  # (channels, n)
     layout = _layout(planar.shape[0])
     buf = io.BytesIO()
+    packet_bytes = 0
     with av.open(buf, "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=codec_rate, layout=layout)
+        # options reach the encoder when it opens (avcodec_open2): a bad one raises
+        stream = container.add_stream(codec, rate=codec_rate, layout=layout, options=options or {})
         stream.bit_rate = int(round(kbps * 1000))
         frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         resampler = av.AudioResampler(
             format=stream.codec_context.format, layout=layout, rate=codec_rate
         )
-        for chunk in resampler.resample(frame) + resampler.resample(None):
+        for chunk in [*resampler.resample(frame), *resampler.resample(None), None]:
             for packet in stream.encode(chunk):
+                packet_bytes += packet.size
                 container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    return Encoded(buf.getvalue(), packet_bytes)
 
 
 def _av_decode(data: bytes, sample_rate: int) -> np.ndarray:
@@ -199,8 +236,16 @@ def _av_decode(data: bytes, sample_rate: int) -> np.ndarray:
 # --- Opus ------------------------------------------------------------------------------------
 
 
-def _opus_encode(audio: np.ndarray, sample_rate: int, kbps: float) -> bytes:
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the input rates libopus takes
+
+
+def _opus_encode(audio: np.ndarray, sample_rate: int, kbps: float) -> Encoded:
     return _av_encode(audio, sample_rate, "libopus", "ogg", kbps, 48000)
+
+
+def _opus_voip_encode(audio: np.ndarray, sample_rate: int, kbps: float) -> Encoded:
+    rate = sample_rate if sample_rate in OPUS_RATES else 48000
+    return _av_encode(audio, sample_rate, "libopus", "ogg", kbps, rate, {"application": "voip"})
 
 
 # --- MP3 (LAME, CBR) -------------------------------------------------------------------------
@@ -226,7 +271,7 @@ def _mp3_kbps_choices(sample_rate: int) -> tuple[float, ...]:
     return tuple(float(b) for b in table)
 
 
-def _mp3_encode(audio: np.ndarray, sample_rate: int, kbps: float) -> bytes:
+def _mp3_encode(audio: np.ndarray, sample_rate: int, kbps: float) -> Encoded:
     return _av_encode(audio, sample_rate, "libmp3lame", "mp3", kbps, _mp3_rate(sample_rate))
 
 
@@ -235,7 +280,17 @@ register_audio_codec(
     _opus_encode,
     decode=_av_decode,
     bitrates=(6, 8, 12, 16, 24, 32, 48, 64),
-    settings="libopus via PyAV, VBR, 20 ms frames, Ogg, encoded at 48 kHz",
+    settings="libopus via PyAV, application audio, VBR, 20 ms frames, Ogg, encoded at 48 kHz; "
+    "rate = the Opus packets' bytes (not the Ogg pages or headers)",
+)
+register_audio_codec(
+    "opus-voip",
+    _opus_voip_encode,
+    decode=_av_decode,
+    bitrates=(6, 8, 10, 12, 16, 24),
+    settings="libopus via PyAV, application voip, VBR, 20 ms frames, Ogg, encoded at the input "
+    "rate (48 kHz if Opus does not take it); rate = the Opus packets' bytes (not the Ogg pages "
+    "or headers)",
 )
 register_audio_codec(
     "mp3",
@@ -243,5 +298,6 @@ register_audio_codec(
     decode=_av_decode,
     bitrates=(8, 16, 24, 32, 48, 64, 96, 128),
     bitrate_choices=_mp3_kbps_choices,
-    settings="LAME via PyAV, CBR, at the input rate when MP3 allows it (else 48 kHz)",
+    settings="LAME via PyAV, CBR, at the input rate when MP3 allows it (else 48 kHz); rate = "
+    "the MP3 frames' bytes (not the ID3 tag or Xing header)",
 )

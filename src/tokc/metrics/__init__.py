@@ -1,5 +1,5 @@
 """Quality metrics for benchmarks: images (PSNR, MS-SSIM, SSIMULACRA2), audio (PESQ, STOI,
-log-mel distance, SI-SDR) and Bjøntegaard deltas. torch, pesq, pystoi and ssimulacra2 are
+ViSQOL, log-mel distance, SI-SDR) and Bjøntegaard deltas. torch, pesq, pystoi and ssimulacra2 are
 imported only by the functions that need them. LPIPS/FID are left out: they need
 downloaded network weights (see tokc.metrics.image)."""
 
@@ -10,6 +10,7 @@ from tokc.metrics.audio import (
     pesq_wb,
     si_sdr,
     stoi,
+    visqol,
 )
 from tokc.metrics.bdrate import bd_quality, bd_rate
 from tokc.metrics.image import ImageMetrics, image_metrics, ms_ssim, ms_ssim_db, psnr, ssimulacra2
@@ -29,4 +30,5 @@ __all__ = [
     "si_sdr",
     "ssimulacra2",
     "stoi",
+    "visqol",
 ]

@@ -4,7 +4,9 @@ method="cubic" is the original VCEG-M33 recipe: fit log(rate) as a cubic polynom
 quality for each curve (least squares, so it needs >= 4 points), integrate both over the
 quality interval the curves share, and turn the mean log-rate gap into a percentage.
 method="pchip" replaces the fit by piecewise-cubic Hermite interpolation (the variant of
-JCTVC/JVET common test conditions), which never overshoots between points.
+JCTVC/JVET common test conditions), which never overshoots between points and follows a
+curve with a jump (Opus's narrowband -> wideband switch); it needs only 2 points per curve, so
+it can compare over a few points of a curve (e.g. Opus's wideband ones).
 
 A negative BD-rate means the test curve needs fewer bits than the anchor for the same
 quality. Quality must grow with rate; pass -distance for a lower-is-better measure.
@@ -16,16 +18,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+_MIN_POINTS = {"cubic": 4, "pchip": 2}
 
-def _curve(rates: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+
+def _curve(
+    rates: Sequence[float], quality: Sequence[float], method: str = "cubic"
+) -> tuple[np.ndarray, np.ndarray]:
     rates = np.asarray(rates, dtype=np.float64)
     quality = np.asarray(quality, dtype=np.float64)
     if rates.shape != quality.shape or rates.ndim != 1:
         raise ValueError("rates and quality must be 1-D sequences of equal length")
     keep = np.isfinite(rates) & np.isfinite(quality) & (rates > 0)
     rates, quality = rates[keep], quality[keep]
-    if rates.size < 4:
-        raise ValueError(f"need at least 4 finite points with rate > 0, got {rates.size}")
+    need = _MIN_POINTS.get(method, 4)
+    if rates.size < need:
+        raise ValueError(
+            f"need at least {need} finite points with rate > 0 ({method}), got {rates.size}"
+        )
     order = np.argsort(quality)
     return rates[order], quality[order]
 
@@ -60,8 +69,8 @@ def bd_rate(
     method: str = "cubic",
 ) -> float:
     """Average rate difference of test vs anchor at equal quality, in percent."""
-    ra, qa = _curve(anchor_rates, anchor_quality)
-    rt, qt = _curve(test_rates, test_quality)
+    ra, qa = _curve(anchor_rates, anchor_quality, method)
+    rt, qt = _curve(test_rates, test_quality, method)
     lo, hi = _overlap(qa, qt, "quality")
     gap = _mean_over(qt, np.log(rt), lo, hi, method) - _mean_over(qa, np.log(ra), lo, hi, method)
     return float((np.exp(gap) - 1.0) * 100.0)
@@ -75,8 +84,8 @@ def bd_quality(
     method: str = "cubic",
 ) -> float:
     """Average quality difference of test vs anchor at equal rate (BD-PSNR for PSNR)."""
-    ra, qa = _curve(anchor_rates, anchor_quality)
-    rt, qt = _curve(test_rates, test_quality)
+    ra, qa = _curve(anchor_rates, anchor_quality, method)
+    rt, qt = _curve(test_rates, test_quality, method)
     la, lt = np.log(ra), np.log(rt)
     ia, it = np.argsort(la), np.argsort(lt)
     lo, hi = _overlap(la, lt, "rate")
