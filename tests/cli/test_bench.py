@@ -135,10 +135,12 @@ def test_audio_rd(tmp_path):
         "a",
         "--out",
         tmp_path,
+        "--no-visqol",
     )
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "a.json").read_text())
     assert doc["kind"] == "audio" and doc["rate_unit"] == "kbps"
+    assert doc["profile"] == "speech" and "ViSQOL not measured" in doc["notes"][0]
     assert len(doc["points"]) == 2 * 4
     for codec in ("opus", "mp3"):
         mean = sorted(doc["mean"][codec], key=lambda p: p["setting"])
@@ -146,9 +148,54 @@ def test_audio_rd(tmp_path):
         assert mean[0]["rate"] < mean[-1]["rate"]
         assert mean[0]["pesq"] < mean[-1]["pesq"] <= 4.65
         assert 0 < mean[-1]["stoi"] <= 1 and mean[-1]["mel_distance"] < mean[0]["mel_distance"]
+        assert mean[-1]["visqol"] is None  # not measured: null, never a made-up value
+        assert mean[0]["encode_xrt"] > 0 and mean[0]["duration_s"] == pytest.approx(2.0)
     metrics = {e["metric"] for e in doc["bd_rate"]["entries"]}
-    assert metrics == {"pesq", "stoi", "mel_distance", "si_sdr"}
+    assert metrics == {"pesq", "stoi", "visqol", "mel_distance", "si_sdr"}
+    assert doc["bd_rate"]["anchor"] == "opus"  # the audio anchor, not the first codec
     assert "PESQ-WB" in (tmp_path / "a.md").read_text()
+
+
+def test_audio_rd_tokc_split_weights_and_music(tmp_path, tiny_audio_weights):
+    """tokc (tiny weights via --weights) against opus-voip on an index.tsv split: points
+    below tokc's lowest rate are skipped with a note, the range BD-rates and the bar are
+    written; --music adds <name>_music.* (ViSQOL off to stay fast)."""
+    clips = write_clip(tmp_path / "speech")
+    write_clip(tmp_path / "speech" / "more", seconds=1.5)
+    (tmp_path / "speech" / "index.tsv").write_text(
+        "path\tsplit\nvoice.wav\tval\nmore/voice.wav\ttrain\n"
+    )
+    music = write_clip(tmp_path / "music", rate=44100, seconds=1.0)
+    r = run(
+        "--audio", clips, "--split", "val", "--weights", tiny_audio_weights,
+        "--codecs", "tokc,opus-voip",
+        "--bitrates", "tokc=1,200,256", "--bitrates", "opus-voip=8,12,16",
+        "--music", music, "--music-seconds", "1", "--music-codecs", "opus",
+        "--name", "s", "--out", tmp_path / "res", "--no-visqol",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "tokc at 1 kbps: not reached on 1 of 1 clips" in r.stderr
+    doc = json.loads((tmp_path / "res" / "s.json").read_text())
+    assert doc["items"] == ["voice.wav"]
+    assert "tiny_audio.safetensors (sha256" in doc["settings"]["tokc"]
+    assert [(k["codec"], k["setting"]) for k in doc["skipped"]] == [("tokc", 1)]
+    assert sorted(p["setting"] for p in doc["mean"]["tokc"]) == [200, 256]
+    ranges = {(e["range"], e["metric"]) for e in doc["bd_rate_ranges"]}
+    assert ranges == {("6-16 kbps", m) for m in ("pesq", "stoi", "visqol")} | {
+        ("Opus wideband 10-16 kbps", m) for m in ("pesq", "visqol")
+    }
+    assert any("decode > 20x" in b["what"] for b in doc["bar"])
+    md = (tmp_path / "res" / "s.md").read_text()
+    assert "## Issue 15 bar" in md and "## Skipped points" in md
+    mdoc = json.loads((tmp_path / "res" / "s_music.json").read_text())
+    assert mdoc["profile"] == "music" and mdoc["codecs"] == ["opus"]
+    assert sorted(p["setting"] for p in mdoc["mean"]["opus"]) == [24, 32, 48]
+    assert {"visqol_audio", "mel_distance"} <= set(mdoc["mean"]["opus"][0])
+    assert (tmp_path / "res" / "s_music.png").stat().st_size > 0
+    # the process-wide registry is left as it was
+    from tokc.baselines.audio import audio_codec
+
+    assert "tiny_audio" not in audio_codec("tokc").settings
 
 
 @pytest.mark.parametrize(
@@ -163,6 +210,9 @@ def test_audio_rd(tmp_path):
         (["--images", "{imgs}", "--codecs", "jpeg", "--qualities", "webp=1,2"], 2, "webp"),
         (["--images", "{imgs}", "--codecs", "jpeg", "--qualities", "a,b"], 2, "numbers"),
         (["--images", "{imgs}", "--codecs", "jpeg", "--bitrates", "8"], 2, "--bitrates"),
+        (["--images", "{imgs}", "--codecs", "jpeg", "--split", "val"], 2, "for --audio"),
+        (["--audio", "{imgs}", "--codecs", "opus", "--split", "val"], 2, "index.tsv"),
+        (["--audio", "{imgs}", "--weights", "{tmp}/none.st"], 2, "weights not found"),
         (["--images", "{empty}", "--codecs", "jpeg"], 1, "no image files"),
     ],
 )

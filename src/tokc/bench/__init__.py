@@ -2,11 +2,14 @@
 
 from tokc.bench.rd import (
     BDEntry,
+    BDRange,
     BDTable,
+    RangeBD,
     RDPoint,
     RDResult,
     ReportPaths,
     bd_table,
+    range_bd,
     read_result,
     run_audio_rd,
     run_image_rd,
@@ -15,11 +18,14 @@ from tokc.bench.rd import (
 
 __all__ = [
     "BDEntry",
+    "BDRange",
     "BDTable",
+    "RangeBD",
     "RDPoint",
     "RDResult",
     "ReportPaths",
     "bd_table",
+    "range_bd",
     "read_result",
     "run_audio_rd",
     "run_image_rd",

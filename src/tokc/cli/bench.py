@@ -11,6 +11,8 @@ import click
 
 from tokc.cli import main
 
+DEFAULT_CODECS = {"image": "tokc,jpeg,webp,avif,jxl", "audio": "tokc,opus-voip,mp3"}
+
 
 class _Fail(Exception):
     def __init__(self, message: str, code: int) -> None:
@@ -53,12 +55,49 @@ def bench() -> None:
     "--audio",
     "audio_dir",
     type=click.Path(path_type=Path),
-    help="Folder of audio clips (wav, flac, ogg) to benchmark.",
+    help="Folder of audio clips (wav, flac, ogg; subfolders included) to benchmark as speech.",
 )
 @click.option(
     "--codecs",
-    required=True,
-    help="Comma-separated registered codecs, e.g. jpeg,webp,avif,jxl or opus,mp3.",
+    help="Comma-separated registered codecs, e.g. jpeg,webp,avif,jxl or opus,mp3 "
+    f"(default: {DEFAULT_CODECS['image']} for images, {DEFAULT_CODECS['audio']} for audio).",
+)
+@click.option(
+    "--split",
+    metavar="NAME",
+    help="Audio: only the files of this split of DIR/index.tsv (columns path, split), e.g. val.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="Audio: the weights file the codec 'tokc' runs (default: $TOKC_AUDIO_WEIGHTS, else "
+    "the shipped tokc-audio-v1), to benchmark a checkpoint before it is shipped.",
+)
+@click.option(
+    "--music",
+    "music_dir",
+    type=click.Path(path_type=Path),
+    help="Audio: also a music table from this folder (ViSQOL audio mode at 48 kHz; "
+    "--music-codecs at 24, 32, 48 kbps), written as <name>_music.*.",
+)
+@click.option(
+    "--music-codecs",
+    default="tokc,opus",
+    show_default=True,
+    help="Codecs of the music table.",
+)
+@click.option(
+    "--music-limit", type=click.IntRange(min=1), help="Use only the first N music files."
+)
+@click.option(
+    "--music-seconds",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Crop each music clip to its first N seconds (ViSQOL audio mode is slow).",
+)
+@click.option(
+    "--no-visqol", is_flag=True, help="Audio: skip ViSQOL (it runs at about 1x real time)."
 )
 @click.option(
     "--qualities",
@@ -89,6 +128,12 @@ def rd(**options: object) -> None:
 
     Runs registered codecs over a folder of images (--images) or audio clips (--audio)
     and writes <name>.json, <name>.md and <name>.png under --out.
+
+    Audio (speech): PESQ-WB, STOI, ViSQOL speech, log-mel distance, SI-SDR and encode/decode
+    speed on one thread; BD-rates against Opus voip, also over 6-16 kbps and Opus's wideband
+    points (pchip), and issue 15's bar. E.g.
+    tokc bench rd --audio ../shared/data/audio/speech --split val --music
+    ../shared/data/audio/music --name speech_val
     """
     try:
         _rd(**options)  # type: ignore[arg-type]
@@ -105,7 +150,14 @@ def rd(**options: object) -> None:
 def _rd(
     images_dir: Path | None,
     audio_dir: Path | None,
-    codecs: str,
+    codecs: str | None,
+    split: str | None,
+    weights: Path | None,
+    music_dir: Path | None,
+    music_codecs: str,
+    music_limit: int | None,
+    music_seconds: float,
+    no_visqol: bool,
     qualities: tuple[str, ...],
     bitrates: tuple[str, ...],
     limit: int | None,
@@ -125,7 +177,111 @@ def _rd(
     assert folder is not None
     if not folder.is_dir():
         raise _Fail(f"no such directory: {folder}", 2)
+    if kind == "image" and (split or weights or music_dir or no_visqol):
+        raise _Fail("--split, --weights, --music and --no-visqol are for --audio", 2)
+    if music_dir is not None and not music_dir.is_dir():
+        raise _Fail(f"no such directory: {music_dir}", 2)
 
+    names = _codec_names(codecs if codecs is not None else DEFAULT_CODECS[kind], kind)
+    music = _codec_names(music_codecs, "audio") if music_dir is not None else []
+    if kind == "audio" and "tokc" in names + music:
+        from tokc.baselines.learned import audio_weights_path
+
+        path = audio_weights_path(weights)
+        if not path.is_file():
+            raise _Fail(f"tokc-audio-v1 weights not found: {path} (give --weights PATH or set "
+                        "$TOKC_AUDIO_WEIGHTS, or leave tokc out of --codecs)", 2)
+    if anchor is not None and anchor not in names:
+        raise _Fail(f"--anchor {anchor!r} is not in --codecs", 2)
+    if (kind == "image" and bitrates) or (kind == "audio" and qualities):
+        raise _Fail("--qualities is for --images, --bitrates for --audio", 2)
+    grids = _parse_grids(qualities or bitrates, names, "qualities" if qualities else "bitrates")
+
+    suffixes = rdlib.IMAGE_SUFFIXES if kind == "image" else rdlib.AUDIO_SUFFIXES
+    if split:
+        try:
+            files = rdlib.split_files(folder, split, limit)
+        except ValueError as e:
+            raise _Fail(str(e), 2) from None
+    else:
+        files = rdlib.list_files(folder, suffixes, limit, recursive=kind == "audio")
+    if not files:
+        raise _Fail(f"no {kind} files ({', '.join(suffixes)}) in {folder}", 1)
+    name = name or f"{folder.resolve().name}_{'_'.join(names)}"
+    jobs = [(files, names, grids, name, "speech" if kind == "audio" else "", anchor)]
+    if music_dir is not None:
+        mfiles = rdlib.list_files(music_dir, rdlib.AUDIO_SUFFIXES, music_limit, recursive=True)
+        if not mfiles:
+            raise _Fail(f"no audio files in {music_dir}", 1)
+        jobs.append((mfiles, music, {}, f"{name}_music", "music", None))
+    if not force:
+        for *_, job_name, _, _ in jobs:
+            for suffix in (".json", ".md", ".png"):
+                if (out / f"{job_name}{suffix}").exists():
+                    raise _Fail(f"{out / (job_name + suffix)} exists (use -f to overwrite)", 1)
+
+    if kind == "audio" and "tokc" in names + music:
+        from tokc.baselines.audio import audio_codec
+        from tokc.baselines.learned import register_tokc_audio
+
+        shipped = audio_codec("tokc")
+        register_tokc_audio(weights, replace=True, digest=True)
+        try:
+            _run_jobs(rdlib, kind, noun, jobs, out, force, quiet, no_visqol, music_seconds)
+        finally:  # the registry is process-wide: leave "tokc" as it was
+            _restore_audio_codec(shipped)
+    else:
+        _run_jobs(rdlib, kind, noun, jobs, out, force, quiet, no_visqol, music_seconds)
+
+
+def _restore_audio_codec(codec) -> None:
+    from tokc.baselines.audio import register_audio_codec
+
+    register_audio_codec(codec.name, codec.encode, decode=codec.decode, bitrates=codec.bitrates,
+                         bitrate_choices=codec.bitrate_choices, settings=codec.settings,
+                         replace=True)
+
+
+def _run_jobs(rdlib, kind: str, noun: str, jobs: list, out: Path, force: bool, quiet: bool,
+              no_visqol: bool, music_seconds: float) -> None:
+    for job_files, job_codecs, job_grids, job_name, profile, job_anchor in jobs:
+        if kind == "image":
+            job_grids = rdlib.image_grids(job_codecs, job_grids)
+        else:
+            import soundfile
+
+            rate = soundfile.info(str(job_files[0])).samplerate
+            job_grids = rdlib.audio_grids(job_codecs, rate, job_grids, profile)
+        total = len(job_files) * sum(len(g) for g in job_grids.values())
+        show_bar = not quiet and sys.stderr.isatty()
+        bar = (
+            click.progressbar(length=total, label=f"rd {profile or kind}", file=sys.stderr)
+            if show_bar
+            else contextlib.nullcontext()
+        )
+        with bar as b:
+            progress = b.update if show_bar else None
+            if kind == "image":
+                result = rdlib.run_image_rd(job_files, job_codecs, job_grids, progress)
+            else:
+                result = rdlib.run_audio_rd(
+                    job_files, job_codecs, job_grids, progress, profile=profile,
+                    visqol=not no_visqol,
+                    max_seconds=music_seconds if profile == "music" else None,
+                )
+        paths = rdlib.write_report(result, out, job_name, job_anchor, overwrite=force)
+        if not quiet:
+            for note in result.notes:
+                click.echo(f"tokc: note: {note}", err=True)
+            click.echo(
+                f"tokc: {len(job_files)} {noun} x {len(job_codecs)} codecs in "
+                f"{result.runtime_s / 60:.1f} min -> {paths.json}, {paths.md.name}, "
+                f"{paths.png.name}",
+                err=True,
+            )
+
+
+def _codec_names(codecs: str, kind: str) -> list[str]:
     names = list(dict.fromkeys(c.strip() for c in codecs.split(",") if c.strip()))
     if not names:
         raise _Fail("--codecs is empty", 2)
@@ -138,49 +294,7 @@ def _rd(
             lookup(c)
         except ValueError as e:
             raise _Fail(str(e), 2) from None
-    if anchor is not None and anchor not in names:
-        raise _Fail(f"--anchor {anchor!r} is not in --codecs", 2)
-    if (kind == "image" and bitrates) or (kind == "audio" and qualities):
-        raise _Fail("--qualities is for --images, --bitrates for --audio", 2)
-    grids = _parse_grids(qualities or bitrates, names, "qualities" if qualities else "bitrates")
-
-    suffixes = rdlib.IMAGE_SUFFIXES if kind == "image" else rdlib.AUDIO_SUFFIXES
-    files = rdlib.list_files(folder, suffixes, limit)
-    if not files:
-        raise _Fail(f"no {kind} files ({', '.join(suffixes)}) in {folder}", 1)
-    name = name or f"{folder.resolve().name}_{'_'.join(names)}"
-    if not force:
-        for suffix in (".json", ".md", ".png"):
-            if (out / f"{name}{suffix}").exists():
-                raise _Fail(f"{out / (name + suffix)} exists (use -f to overwrite)", 1)
-
-    if kind == "image":
-        grids = rdlib.image_grids(names, grids)
-    else:
-        import soundfile
-
-        grids = rdlib.audio_grids(names, soundfile.info(str(files[0])).samplerate, grids)
-    total = len(files) * sum(len(g) for g in grids.values())
-    show_bar = not quiet and sys.stderr.isatty()
-    bar = (
-        click.progressbar(length=total, label=f"rd {kind}", file=sys.stderr)
-        if show_bar
-        else contextlib.nullcontext()
-    )
-    with bar as b:
-        progress = b.update if show_bar else None
-        if kind == "image":
-            result = rdlib.run_image_rd(files, names, grids, progress)
-        else:
-            result = rdlib.run_audio_rd(files, names, grids, progress)
-    paths = rdlib.write_report(result, out, name, anchor, overwrite=force)
-    if not quiet:
-        click.echo(
-            f"tokc: {len(files)} {noun} x {len(names)} codecs in "
-            f"{result.runtime_s / 60:.1f} min -> {paths.json}, {paths.md.name}, "
-            f"{paths.png.name}",
-            err=True,
-        )
+    return names
 
 
 @bench.command("compare")

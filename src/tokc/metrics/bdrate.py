@@ -22,7 +22,10 @@ _MIN_POINTS = {"cubic": 4, "pchip": 2}
 
 
 def _curve(
-    rates: Sequence[float], quality: Sequence[float], method: str = "cubic"
+    rates: Sequence[float],
+    quality: Sequence[float],
+    method: str = "cubic",
+    min_points: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     rates = np.asarray(rates, dtype=np.float64)
     quality = np.asarray(quality, dtype=np.float64)
@@ -30,7 +33,7 @@ def _curve(
         raise ValueError("rates and quality must be 1-D sequences of equal length")
     keep = np.isfinite(rates) & np.isfinite(quality) & (rates > 0)
     rates, quality = rates[keep], quality[keep]
-    need = _MIN_POINTS.get(method, 4)
+    need = max(min_points or 0, _MIN_POINTS.get(method, 4))
     if rates.size < need:
         raise ValueError(
             f"need at least {need} finite points with rate > 0 ({method}), got {rates.size}"
@@ -67,10 +70,12 @@ def bd_rate(
     test_rates: Sequence[float],
     test_quality: Sequence[float],
     method: str = "cubic",
+    min_points: int | None = None,
 ) -> float:
-    """Average rate difference of test vs anchor at equal quality, in percent."""
-    ra, qa = _curve(anchor_rates, anchor_quality, method)
-    rt, qt = _curve(test_rates, test_quality, method)
+    """Average rate difference of test vs anchor at equal quality, in percent. Each curve needs
+    min_points finite points (at least the method's own minimum: cubic 4, pchip 2)."""
+    ra, qa = _curve(anchor_rates, anchor_quality, method, min_points)
+    rt, qt = _curve(test_rates, test_quality, method, min_points)
     lo, hi = _overlap(qa, qt, "quality")
     gap = _mean_over(qt, np.log(rt), lo, hi, method) - _mean_over(qa, np.log(ra), lo, hi, method)
     return float((np.exp(gap) - 1.0) * 100.0)
