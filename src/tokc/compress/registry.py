@@ -140,3 +140,6 @@ register("one-d-piece-v1", "tokc.compress.tokens:open_codec", modality="image",
 register("tokc-audio-v1", "tokc.compress.audio:open_codec", modality="audio", default=True,
          load_options=("backend", "weights"), rate_options=("quality", "kbps", "size"),
          suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"))
+register("wavtokenizer-v1", "tokc.compress.wavtokens:open_codec", modality="audio",
+         aliases=("wavtokenizer",), load_options=("backend", "checkpoint"), needs=("checkpoint",),
+         rate_options=())
