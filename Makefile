@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 IMAGE ?= ../shared/data/images/kodak/kodim23.png
 Q ?= 75
 
-.PHONY: demo test test-slow bench-kodak lint clean weights
+.PHONY: demo test test-slow fuzz bench-kodak lint clean weights
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,8 +30,25 @@ test: $(VENV)/.installed
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -q -m slow
 
+# Coverage-guided fuzzing (atheris) of the .tokc reader, tokc.decompress and every decoder with
+# the tiny test models, FUZZ_SECONDS long; what it finds stays in .fuzz/corpus for the next run,
+# crashes go to .fuzz/crashes/ (make them regression files in tests/fuzz/regressions/).
+# The test command runs 20 s of it (tests/fuzz/test_fuzz.py).
+FUZZ_SECONDS ?= 600
+fuzz: $(VENV)/.installed
+	$(BIN)/python tests/fuzz/fuzz.py --work .fuzz --seconds $(FUZZ_SECONDS)
+
 bench-kodak: $(VENV)/.installed
 	$(BIN)/tokc bench rd --images ../shared/data/images/kodak --codecs tokc,jpeg,webp,avif,jxl --name kodak
+
+# issue 15's audio benchmark on the validation split (tokc vs Opus voip and MP3; ViSQOL runs at
+# about real time, so this takes tens of minutes) and the music table; AUDIO_WEIGHTS=PATH
+# benchmarks a checkpoint before it is shipped
+AUDIO_WEIGHTS ?=
+bench-audio: $(VENV)/.installed
+	$(BIN)/tokc bench rd --audio ../shared/data/audio/speech --split val \
+	  --music ../shared/data/audio/music --name speech_val -f \
+	  $(if $(AUDIO_WEIGHTS),--weights $(AUDIO_WEIGHTS))
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests

@@ -166,6 +166,7 @@ def test_audio_rd_tokc_split_weights_and_music(tmp_path, tiny_audio_weights):
         "path\tsplit\nvoice.wav\tval\nmore/voice.wav\ttrain\n"
     )
     music = write_clip(tmp_path / "music", rate=44100, seconds=1.0)
+    soundfile.write(music / "tick.wav", np.full(4000, 0.1, np.float32), 44100)  # too short
     r = run(
         "--audio", clips, "--split", "val", "--weights", tiny_audio_weights,
         "--codecs", "tokc,opus-voip",
@@ -189,6 +190,8 @@ def test_audio_rd_tokc_split_weights_and_music(tmp_path, tiny_audio_weights):
     assert "## Issue 15 bar" in md and "## Skipped points" in md
     mdoc = json.loads((tmp_path / "res" / "s_music.json").read_text())
     assert mdoc["profile"] == "music" and mdoc["codecs"] == ["opus"]
+    assert mdoc["items"] == ["voice.wav"]
+    assert "1 clip(s) shorter than 1 s left out: tick.wav" in mdoc["notes"]
     assert sorted(p["setting"] for p in mdoc["mean"]["opus"]) == [24, 32, 48]
     assert {"visqol_audio", "mel_distance"} <= set(mdoc["mean"]["opus"][0])
     assert (tmp_path / "res" / "s_music.png").stat().st_size > 0

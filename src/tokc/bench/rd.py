@@ -83,6 +83,7 @@ AUDIO_BD_RANGES = (
 )
 BAR_DECODE_XRT = 20.0  # tokc decodes faster than 20x real time on one thread
 BAR_ENCODE_XRT = 10.0
+MIN_SECONDS = 1.0  # shorter clips are left out of an audio run (too short for the metrics)
 
 
 @dataclass(frozen=True)
@@ -401,13 +402,15 @@ def run_audio_rd(
     profile: str = "speech",
     visqol: bool = True,
     max_seconds: float | None = None,
+    min_seconds: float = MIN_SECONDS,
 ) -> RDResult:
     """Run each codec over its kbps grid on each clip, on one thread.
 
     profile "speech": mono clips (stereo files averaged), PESQ-WB, STOI, ViSQOL speech, log-mel
     distance, SI-SDR; "music": the clips' channels kept, ViSQOL audio mode (48 kHz) and log-mel
     distance on the mono downmix. visqol=False (or visqol-python missing) leaves ViSQOL nan with
-    a note. max_seconds crops each clip to its start. A codec's default grid keeps only
+    a note. max_seconds crops each clip to its start; clips shorter than min_seconds are left
+    out with a note (ViSQOL needs about 0.1 s at 48 kHz, PESQ a quarter second). A codec's default grid keeps only
     bitrates valid at the first clip's sample rate, so
     the clips of one run should share a sample rate. The rate of a point is the codec's counted
     bytes (tokc.baselines.audio.CompressedAudio.counted_kbps).
@@ -428,6 +431,13 @@ def run_audio_rd(
         notes.append("ViSQOL not measured (switched off)")
     measure = _speech_metrics if profile == "speech" else _music_metrics
     clips = [(path, *load_audio(path, mono=profile == "speech")) for path in paths]
+    short = [path.name for path, x, rate in clips if x.shape[0] < min_seconds * rate]
+    if short:
+        clips = [c for c in clips if c[0].name not in short]
+        notes.append(f"{len(short)} clip(s) shorter than {min_seconds:g} s left out: "
+                     + ", ".join(short))
+        if not clips:
+            raise ValueError(f"every clip is shorter than {min_seconds:g} s")
     if max_seconds:
         clips = [(path, x[: max(1, int(max_seconds * rate))], rate) for path, x, rate in clips]
         notes.append(f"clips cropped to their first {max_seconds:g} s")
@@ -485,7 +495,7 @@ def run_audio_rd(
         kind="audio",
         rate_unit="kbps",
         source=_source(paths),
-        items=tuple(p.name for p in paths),
+        items=tuple(path.name for path, _, _ in clips),
         codecs=tuple(codecs),
         grids=grids,
         settings={c: audio_codec(c).settings for c in codecs},
