@@ -33,7 +33,7 @@ test-slow: $(VENV)/.installed
 # Coverage-guided fuzzing (atheris) of the .tokc reader, tokc.decompress and every decoder with
 # the tiny test models, FUZZ_SECONDS long; what it finds stays in .fuzz/corpus for the next run,
 # crashes go to .fuzz/crashes/ (make them regression files in tests/fuzz/regressions/).
-# The test command runs 20 s of it (tests/fuzz/test_fuzz.py).
+# The test command runs 15 s of it (tests/fuzz/test_fuzz.py).
 FUZZ_SECONDS ?= 600
 fuzz: $(VENV)/.installed
 	$(BIN)/python tests/fuzz/fuzz.py --work .fuzz --seconds $(FUZZ_SECONDS)

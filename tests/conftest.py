@@ -69,6 +69,10 @@ def tiny_audio_weights(tmp_path_factory) -> Path:
     """A tiny randomly initialised tokc-audio-v1 (hop 32, 4 bands, 3 slices, even/odd
     context) packed like the shipped weights. The transform is fixed, so it codes audio as
     faithfully as the shipped model; only its rate is worse."""
+    return _tiny_audio_weights(tmp_path_factory)
+
+
+def _tiny_audio_weights(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
     from tokc.models.audio import AudioConfig, AudioModel
     from tokc.train.pack_audio import pack_model
