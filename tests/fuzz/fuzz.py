@@ -33,7 +33,7 @@ MODULES = ["tokc", "tokc.format", "tokc.compress.base", "tokc.compress.registry"
            "tokc.compress.entropy", "tokc.compress.latent", "tokc.compress.image",
            "tokc.compress.pixels", "tokc.compress.tiling", "tokc.compress.weights",
            "tokc.compress.intnet", "tokc.compress.audio", "tokc.compress.sound", "tokc.dsp",
-           "tokc.compress.tokens"]
+           "tokc.compress.tokens", "tokc.compress.wavtokens"]
 
 
 def _import_targets(instrument) -> None:
@@ -56,7 +56,6 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--mutator", choices=["atheris", "random"], default="atheris")
     ap.add_argument("--image-weights", type=Path, help="tiny tokc-image-v1 weights (default: built)")
     ap.add_argument("--audio-weights", type=Path, help="tiny tokc-audio-v1 weights (default: built)")
-    ap.add_argument("--checkpoint", type=Path, help="One-D-Piece checkpoint (default: the shared fixture)")
     args, libfuzzer = ap.parse_known_args(argv[1:])
 
     atheris = None
@@ -74,8 +73,8 @@ def main(argv: list[str]) -> None:
     except ImportError:
         pass
 
-    if args.image_weights or args.audio_weights or args.checkpoint:
-        fixtures = harness.fixtures_from(args.image_weights, args.audio_weights, args.checkpoint)
+    if args.image_weights or args.audio_weights:
+        fixtures = harness.fixtures_from(args.image_weights, args.audio_weights)
     else:
         fixtures = harness.build_fixtures(args.work / "fixtures")
     h = harness.Harness(fixtures, cache_codecs=True)
@@ -88,8 +87,11 @@ def main(argv: list[str]) -> None:
     crashes = args.work / "crashes"
     crashes.mkdir(parents=True, exist_ok=True)
     target = getattr(h, args.target)
-    print(f"fuzz: target {args.target}, codecs {', '.join(h.codecs)}, {len(seeds)} seed files, "
-          f"{args.seconds} s, seed {args.seed}", file=sys.stderr, flush=True)
+    missing = [e.codec_id for e in h.registry.entries() if e.codec_id not in h.codecs]
+    print(f"fuzz: target {args.target}, codecs {', '.join(h.codecs)}"
+          + (f" (no fixture here for {', '.join(missing)})" if missing else "")
+          + f", {len(seeds)} seed files, {args.seconds} s, seed {args.seed}",
+          file=sys.stderr, flush=True)
 
     if atheris is None:
         sys.exit(random_fuzz(target, [p.read_bytes() for p in seeds], args.seconds, args.seed,

@@ -8,8 +8,10 @@ Targets, all fed the same input:
   weights digest set to the fixture's, so that mutations reach the decoders instead of the
   CRC check) with the pixel limit of `MAX_PIXELS`;
 - `codecs`: each registered codec's decompress (and decompress_stream where it has one)
-  called directly, with the repo's tiny test models (tests/conftest.py): tokc-image-v1,
-  tokc-audio-v1, one-d-piece-v1 (the shared One-D-Piece fixture, when present).
+  called directly, with the repo's tiny test models (tests/conftest.py): tokc-image-v1 and
+  tokc-audio-v1, and the published tokenizers' codecs (one-d-piece-v1, wavtokenizer-v1) with
+  their parity fixtures in ../shared/fixtures when present. A registered codec without a
+  fixture here is reported by fuzz.py and not fuzzed.
 
 The only exceptions a target may raise are the library's own: tokc.format.TokcFormatError and
 tokc.compress.base.CodecError (and their subclasses). Anything else is a finding.
@@ -26,7 +28,10 @@ from pathlib import Path
 import numpy as np
 
 TESTS = Path(__file__).resolve().parents[1]
-ODP = TESTS.parents[0].parent / "shared/fixtures/one_d_piece"
+SHARED_FIXTURES = TESTS.parents[0].parent / "shared/fixtures"
+# codecs of published tokenizers, with their parity fixtures (used when the checkout has them)
+CHECKPOINTS = {"one-d-piece-v1": SHARED_FIXTURES / "one_d_piece",
+               "wavtokenizer-v1": SHARED_FIXTURES / "wavtokenizer"}
 # direct codec calls skip headers over this (the API's max_pixels refuses them; the fuzzer
 # looks for crashes, not for big legitimate images)
 MAX_PIXELS = 1 << 16
@@ -60,17 +65,19 @@ def build_fixtures(folder: Path) -> Fixtures:
     audio = folder / "tiny_audio.safetensors"
     if not audio.exists():
         conftest._tiny_audio_weights(_Factory())
-    return fixtures_from(image, audio, ODP if (ODP / "model.safetensors").exists() else None)
+    return fixtures_from(image, audio)
 
 
-def fixtures_from(image: Path | None, audio: Path | None, checkpoint: Path | None) -> Fixtures:
+def fixtures_from(image: Path | None, audio: Path | None) -> Fixtures:
+    """The tiny models' weights, and the parity fixtures of CHECKPOINTS that are present."""
     f = Fixtures()
     if image is not None:
         f.options["tokc-image-v1"] = {"model": str(image)}
     if audio is not None:
         f.options["tokc-audio-v1"] = {"model": str(audio)}
-    if checkpoint is not None:
-        f.options["one-d-piece-v1"] = {"checkpoint": str(checkpoint)}
+    for codec_id, folder in CHECKPOINTS.items():
+        if (folder / "model.safetensors").exists():
+            f.options[codec_id] = {"checkpoint": str(folder)}
     return f
 
 
@@ -266,6 +273,9 @@ def make_corpus(harness: Harness, folder: Path) -> list[Path]:
         files["audio_mono"] = audio.compress(Sound(tone, 16000), quality=50).data
         noise = (0.05 * rng.standard_normal((3000, 2))).astype(np.float32)
         files["audio_stereo_22k"] = audio.compress(Sound(noise, 22050), quality=20).data
+    wavtok = harness.codecs.get("wavtokenizer-v1")
+    if wavtok is not None:
+        files["wavtokenizer"] = wavtok.compress(Sound(tone, 16000)).data
     odp = harness.codecs.get("one-d-piece-v1")
     if odp is not None:
         for k in (1, odp.num_tokens):

@@ -18,10 +18,9 @@ SHORT_SECONDS = 15
 
 @pytest.fixture(scope="module")
 def fixtures(tiny_weights, tiny_audio_weights):
-    from harness import ODP, fixtures_from
+    from harness import fixtures_from
 
-    return fixtures_from(tiny_weights, tiny_audio_weights,
-                         ODP if (ODP / "model.safetensors").exists() else None)
+    return fixtures_from(tiny_weights, tiny_audio_weights)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +86,6 @@ def test_short_fuzz_run(fixtures, tmp_path):
             "--seconds", str(SHORT_SECONDS), "--seed", "1"]
     for key, flag in [("tokc-image-v1", "--image-weights"), ("tokc-audio-v1", "--audio-weights")]:
         args += [flag, fixtures.options[key]["model"]]
-    if "one-d-piece-v1" in fixtures.options:
-        args += ["--checkpoint", fixtures.options["one-d-piece-v1"]["checkpoint"]]
     r = subprocess.run(args, capture_output=True, text=True, timeout=SHORT_SECONDS + 240)
     crashes = list((tmp_path / "crashes").glob("*"))
     assert r.returncode == 0 and not crashes, r.stderr[-4000:]
