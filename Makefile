@@ -1,11 +1,15 @@
 # Two commands for a new machine (see README):
-#   make demo   set up, then compress + decompress a real photo next to JPEG and WebP
+#   make demo   set up, then compress + decompress a real photo next to JPEG and WebP, and a
+#               speech clip next to Opus
 #   make test   set up, then run the tests (what CI runs)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 IMAGE ?= ../shared/data/images/kodak/kodim23.png
 Q ?= 75
+# a validation-split speaker (never trained on)
+AUDIO ?= ../shared/data/audio/speech/speechocean762/SPEAKER0036_000360034.flac
+KBPS ?= 12
 
 .PHONY: demo test test-slow fuzz bench-kodak lint clean weights
 
@@ -21,6 +25,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/tokc bench compare $(IMAGE) -q $(Q)
+	$(BIN)/tokc bench compare $(AUDIO) -b $(KBPS)
 
 # lint-imports: the layers contract in pyproject.toml (a new import cycle fails CI)
 test: $(VENV)/.installed

@@ -298,19 +298,39 @@ def _codec_names(codecs: str, kind: str) -> list[str]:
 
 
 @bench.command("compare")
-@click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True)
-@click.option("--codecs", default="jpeg,webp", show_default=True,
-              help="Classic codecs given tokc's byte budget.")
+@click.argument("image", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=75, show_default=True,
+              help="tokc's quality (an image).")
+@click.option("-b", "--kbps", type=click.FloatRange(0, min_open=True), default=12,
+              show_default=True, help="The bitrate of both codecs (a sound).")
+@click.option("--codecs", default=None,
+              help="Classic codecs to compare: given tokc's byte budget (images, default "
+                   "jpeg,webp) or the same bitrate (audio, default opus-voip).")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True)
-def compare_cmd(image: str, quality: float, codecs: str, backend: str) -> None:
-    """One image: tokc at -q, then each classic codec at the same size (the README demo)."""
+def compare_cmd(image: str, quality: float, kbps: float, codecs: str | None, backend: str) -> None:
+    """One image: tokc at -q, then each classic codec at the same size; or one sound (.wav,
+    .flac, ...): tokc at -b, then Opus at the same bitrate (the README demo)."""
+    from tokc.compress import registry
+
+    if registry.modality_of(image) == "audio":
+        from tokc.bench.compare import compare_audio, format_audio_rows
+        from tokc.compress.audio import CodecError, as_sound
+
+        try:
+            sound = as_sound(image)
+            rows = compare_audio(sound, kbps, [c for c in (codecs or "opus-voip").split(",") if c])
+        except (CodecError, ValueError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+        click.echo(f"{image}: {sound.seconds:.2f} s, {sound.sample_rate} Hz, {sound.channels} "
+                   "channel(s); both codecs asked for the same bitrate")
+        click.echo(format_audio_rows(rows))
+        return
     from tokc.bench.compare import compare, format_rows
     from tokc.compress.image import CodecError, as_image, split_alpha_gray
 
     try:
         rgb = split_alpha_gray(as_image(image))[0]
-        rows = compare(rgb, quality, [c for c in codecs.split(",") if c], backend)
+        rows = compare(rgb, quality, [c for c in (codecs or "jpeg,webp").split(",") if c], backend)
     except (CodecError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
     h, w = rgb.shape[:2]
