@@ -50,8 +50,8 @@ def test_regression_ends_in_a_clean_error(path, fuzz_harness):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="compress/audio.py: decompress_stream lists every segment "
-                   "a header claims (issue 16, fuzzing); xpass once fixed: move the file up")
+@pytest.mark.xfail(strict=True, reason="a finding whose fix is pending (see its commit); xpass "
+                   "once fixed: move the file up to regressions/")
 @pytest.mark.parametrize("path", PENDING, ids=[p.stem for p in PENDING])
 def test_pending_regression(path, fuzz_harness, tmp_path):
     """Findings whose fix belongs to another part of the work: a subprocess, so that a hang

@@ -113,9 +113,14 @@ def conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndarr
     return w.reshape(w.shape[0], -1) @ cols.reshape(-1, t_out) + b[:, None]
 
 
-def segments(frames: int) -> list[tuple[int, int]]:
-    """(first frame, frames) of each segment of a signal of `frames` frames."""
-    return [(s, min(SEGMENT, frames - s)) for s in range(0, frames, SEGMENT)]
+def segments(frames: int) -> Iterator[tuple[int, int]]:
+    """(first frame, frames) of each segment of a signal of `frames` frames (lazily: a header
+    may claim any length, and the file runs out long before a forged one's segments do)."""
+    return ((s, min(SEGMENT, frames - s)) for s in range(0, frames, SEGMENT))
+
+
+def segment_count(frames: int) -> int:
+    return -(-frames // SEGMENT)
 
 
 def coded_samples(num_samples: int, sample_rate: int) -> int:
@@ -291,12 +296,13 @@ class AudioCodec:
                                             dtype="float64", quality="HQ")
         tail = np.zeros((hop, header.channels))
         done16, emitted = 0, 0  # 16 kHz samples past the padding decoded, output samples given
+        count = segment_count(frames)
         for k, (s, n) in enumerate(segments(frames)):
             coded = []
             for ch in range(header.channels):
                 chunk = next(reader, None)
                 if chunk is None:
-                    raise fmt.TruncatedError(f"the file ends before segment {k} of {len(segments(frames))}")
+                    raise fmt.TruncatedError(f"the file ends before segment {k} of {count}")
                 if chunk.tag != TAG:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
                 coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli, [k, ch])
@@ -311,7 +317,7 @@ class AudioCodec:
             done16 += len(block)
             if header.channels == 2:
                 block = np.stack([block[:, 0] + block[:, 1], block[:, 0] - block[:, 1]], 1)
-            last = k == len(segments(frames)) - 1
+            last = k == count - 1
             if resampler is not None:
                 block = resampler.resample_chunk(block, last=last)
             block = block[: header.num_samples - emitted]

@@ -1,0 +1,128 @@
+"""The shipped tokc-audio-v1 weights: golden bitstream and tokens, the same decode on 1 and 2
+threads and in ONNX Runtime as in numpy, -b within its target, silence nearly free.
+
+Regenerate the golden values after replacing the weights with TOKC_REGEN_GOLDEN=1 (never
+silently): the test then rewrites tests/golden/audio_v1.json and fails, so that the change is
+seen and committed on purpose."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tokc import format as fmt
+from tokc.compress import audio
+
+GOLDEN = Path(__file__).with_name("audio_v1.json")
+GOLDEN_FILE = Path(__file__).with_name("audio_v1_q60.tokc")
+
+if not audio.WEIGHTS.exists():
+    pytest.skip(f"the shipped weights are not in this checkout ({audio.WEIGHTS.name})",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return audio.AudioCodec(audio.AudioWeights())
+
+
+def tokens_digest(codec, data: bytes) -> str:
+    """sha256 of every segment's z, tokens and table indices, in file order."""
+    header, chunks = fmt.unpack(data)
+    level = codec.check_header(header)
+    frames = audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate),
+                                  codec.weights.hop, audio.Z_STRIDE)
+    h = hashlib.sha256()
+    segs = [n for _, n in audio.segments(frames) for _ in range(header.channels)]
+    for chunk, n in zip(chunks, segs):
+        payload = chunk.payload
+        size = int.from_bytes(payload[:4], "little")
+        z, c = codec.latent.read({"ans ": payload[4 : 4 + size], "esc ": payload[4 + size :]},
+                                 (1, n // audio.Z_STRIDE), level)
+        h.update(z.tobytes() + c.q.tobytes() + c.index.tobytes())
+    return h.hexdigest()
+
+
+def test_golden_bitstream_and_tokens(codec, speech):
+    data = codec.compress(speech, quality=60).data
+    got = {
+        "weights_digest": codec.weights.digest.hex(),
+        "md5_q60": hashlib.md5(data).hexdigest(),
+        "tokens_sha256": tokens_digest(codec, data),
+    }
+    if os.environ.get("TOKC_REGEN_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=1) + "\n")
+        GOLDEN_FILE.write_bytes(data)
+        pytest.fail("golden values regenerated: review and commit tests/golden/audio_v1.*")
+    want = json.loads(GOLDEN.read_text())
+    assert got["weights_digest"] == want["weights_digest"], "weights changed: regenerate golden"
+    assert got["md5_q60"] == want["md5_q60"]
+    # the committed file decodes to the same tokens here as where it was made
+    assert tokens_digest(codec, GOLDEN_FILE.read_bytes()) == want["tokens_sha256"]
+
+
+DECODE = """
+import hashlib, sys
+from tokc.compress import audio
+s = audio.AudioCodec(audio.AudioWeights(threads=int(sys.argv[2]))).decompress(open(sys.argv[1], 'rb').read())
+print(hashlib.sha256(s.samples.tobytes()).hexdigest())
+"""
+
+
+def test_same_decode_on_one_and_two_threads():
+    out = []
+    for threads in (1, 2):
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
+        r = subprocess.run([sys.executable, "-c", DECODE, str(GOLDEN_FILE), str(threads)],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out.append(r.stdout.strip())
+    assert out[0] == out[1]
+
+
+def test_integer_networks_same_in_onnxruntime_as_in_numpy(codec, speech):
+    pytest.importorskip("onnxruntime")
+    from tokc.compress import intnet
+
+    w = codec.weights
+    data = codec.compress(speech, quality=30).data
+    header, chunks = fmt.unpack(data)
+    payload = chunks[0].payload
+    size = int.from_bytes(payload[:4], "little")
+    n = min(audio.SEGMENT, audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate), w.hop, audio.Z_STRIDE))
+    z, c = codec.latent.read({"ans ": payload[4 : 4 + size], "esc ": payload[4 + size :]},
+                             (1, n // audio.Z_STRIDE), codec.check_header(header))
+    cs = w.slice_channels
+    anchors = codec.latent.parts(c.q.shape[1:])[0]
+    cases = [(w.hs, z)] + [(net, c.q[: s * cs]) for s, net in enumerate(w.ctx, 1)]
+    cases += [(net, c.q[s * cs : (s + 1) * cs] * anchors) for s, net in enumerate(w.spatial)]
+    for net, x in cases:
+        if net.session is None:
+            pytest.skip("the integer networks run without ONNX Runtime here")
+        assert net.exact_in_float32(x)
+        np.testing.assert_array_equal(net(x), intnet.run(net.layers, x))
+
+
+@pytest.fixture(scope="module")
+def long_speech(speech):
+    """6 s of speech: the clip, then again 6 dB quieter (kbps targets are for > 3 s)."""
+    x = speech.samples
+    return audio.Sound(np.concatenate([x, x * 0.5]), speech.sample_rate)
+
+
+@pytest.mark.parametrize("kbps", [8, 12, 16])
+def test_kbps_target_within_5_percent(codec, long_speech, kbps):
+    res = codec.compress(long_speech, kbps=kbps)
+    got = len(res.data) * 8 / long_speech.seconds / 1000
+    assert 0.95 * kbps <= got <= kbps
+
+
+def test_silence_costs_little(codec):
+    res = codec.compress(np.zeros(10 * 16000, np.float32), sample_rate=16000, quality=75)
+    assert len(res.data) * 8 / 10 / 1000 < 0.5
+    assert np.abs(codec.decompress(res.data).samples).max() < 1e-3
