@@ -3,6 +3,7 @@
     import tokc
     data = tokc.compress("photo.png", quality=75)      # -> bytes of a .tokc file
     pixels = tokc.decompress(data)                      # -> uint8 array (H, W[, C])
+    meta = tokc.read_metadata(data)                     # ICC profile, EXIF, .orientation
     data = tokc.compress("talk.wav", kbps=8)            # audio: quality=, kbps= or size=
     sound = tokc.decompress(data)                       # -> tokc.Sound(samples, sample_rate)
 """
@@ -18,8 +19,10 @@ __version__ = "0.1.0"
 
 from tokc.compress.base import MAX_PIXELS as _MAX_PIXELS  # noqa: E402
 from tokc.compress.base import Sound  # noqa: E402
+from tokc.compress.pixels import ImageMetadata  # noqa: E402
 
-__all__ = ["Sound", "__version__", "compress", "decompress", "open_model"]
+__all__ = ["ImageMetadata", "Sound", "__version__", "compress", "decompress", "open_model",
+           "read_metadata"]
 
 
 def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
@@ -41,7 +44,7 @@ def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
 def compress(input, quality: float | None = None, *, size: int | None = None,
              psnr: float | None = None, kbps: float | None = None, effort: int | None = None,
              sample_rate: int | None = None, model: str | None = None,
-             backend: str = "auto") -> bytes:
+             backend: str = "auto", metadata=True) -> bytes:
     """Compress an image or a sound to the bytes of a .tokc file.
 
     input: an image (path, PIL image or uint8 array) or a sound (a path to .wav/.flac/.ogg/
@@ -49,7 +52,9 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
     0..100 (default 75; 100 is the highest rate, not lossless); or size= a byte budget; or
     psnr= a target in dB (images); or kbps= an average bitrate (audio). effort 1..9 (images)
     trades encode time for fewer bytes. model: a codec id (default: the modality's default
-    codec) or a weights file."""
+    codec) or a weights file. metadata (images): keep the ICC profile, EXIF and PNG colour
+    chunks of a path or PIL image (True, the default), drop them (False), or store a
+    tokc.ImageMetadata; they never change the coded tokens (see read_metadata)."""
     from pathlib import Path
 
     from tokc.compress import registry
@@ -73,6 +78,11 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
                               "effort": effort}.items() if v is not None}
     if codec.modality == "audio":
         return codec.compress(input, sample_rate=sample_rate, **rate).data
+    if metadata is not True:
+        from tokc.compress.pixels import keeps_metadata
+
+        if keeps_metadata(codec):
+            rate["metadata"] = metadata
     return codec.compress(input, **rate).data
 
 
@@ -108,6 +118,17 @@ def decompress(data, *, model: str | None = None, backend: str = "auto",
     header = fmt.read_header(data)
     check_pixels(header, max_pixels)
     return registry.for_header(header, backend=backend, **options).decompress(data)
+
+
+def read_metadata(data) -> ImageMetadata:
+    """The colour and orientation metadata of an image .tokc file (bytes, a path or a binary
+    file object): .icc_profile, .exif, .orientation, .png_colour; empty for a file without them
+    or of audio. Reads the container only. tokc keeps orientation, it does not apply it:
+    decompress returns the pixels as stored, to be shown rotated by .orientation (as
+    PIL.ImageOps.exif_transpose does); tokc decompress writes the EXIF back unchanged."""
+    from tokc.compress.pixels import stored_metadata
+
+    return stored_metadata(_file_bytes(data))
 
 
 def _file_bytes(source) -> bytes:

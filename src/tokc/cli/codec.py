@@ -13,6 +13,7 @@ line on stderr; exit 0 ok, 1 failure, 2 usage.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -206,12 +207,15 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("--tokens", type=int, default=None, metavar="K",
               help="-m one-d-piece: code the first K tokens (default: all of them).")
 @click.option("--backend", type=click.Choice(["auto", "onnx", "torch", "tensorrt"]), default="auto", show_default=True)
+@click.option("--strip", is_flag=True,
+              help="Images: drop the ICC profile, EXIF (orientation) and PNG sRGB/gAMA/cHRM, which "
+                   "are kept by default and written back on decompress.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also decode and report PSNR.")
 def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint, tokens, backend,
-             force, as_json, quiet, verbose):
+             strip, force, as_json, quiet, verbose):
     """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, gray + alpha, RGB or RGBA; of an
     animation, the first frame) or audio (WAV, FLAC, OGG, MP3; mono or stereo) to a .tokc file."""
     if sum(x is not None for x in (quality, kbps, size, psnr)) > 1:
@@ -236,7 +240,10 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
     try:
         raw = _read_input(input)
         original = media.read(raw, input)
-        res = codec.compress(original, **rate)
+        kept = {}  # images, with a codec that keeps metadata
+        if hasattr(media, "keeps_metadata") and media.keeps_metadata(codec):
+            kept["metadata"] = False if strip else media.metadata_of(io.BytesIO(raw), input)
+        res = codec.compress(original, **rate, **kept)
         elapsed = time.perf_counter() - t0
         measured = None
         key, name, unit = media.MEASURE
@@ -275,8 +282,9 @@ def compress(input, output, quality, kbps, size, psnr, effort, model, checkpoint
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 def decompress(input, output, backend, model, checkpoint, max_pixels, force, quiet):
-    """Decompress a .tokc file: images to PNG (or .ppm, .pgm as grey, .tif, .bmp, .webp), audio
-    to 16-bit WAV (or .flac), decoded as the file is read."""
+    """Decompress a .tokc file: images to PNG (or .ppm, .pgm as grey, .tif, .bmp, .webp; ICC
+    profile and EXIF as kept at compress in PNG, TIFF and WebP), audio to 16-bit WAV (or
+    .flac), decoded as the file is read."""
     if output is not None:
         _refuse_existing(output, force)
     _warn(quiet)
@@ -305,8 +313,11 @@ def decompress(input, output, backend, model, checkpoint, max_pixels, force, qui
                     codec.decompress_stream(reader), header, f, output), force)
                 described = media.describe_header(header)
             else:
-                decoded = codec.decompress(src.rest())
-                _write_output(output, media.write(decoded, output), force)
+                data = src.rest()
+                decoded = codec.decompress(data)
+                kept = ((media.stored_metadata(data),) if hasattr(media, "stored_metadata")
+                        else ())
+                _write_output(output, media.write(decoded, output, *kept), force)
                 described = media.describe(decoded)
     except CodecUsageError as e:
         raise Usage(str(e)) from None

@@ -34,8 +34,10 @@ from tokc.compress.backends import TorchTransforms, get_transforms  # noqa: F401
 from tokc.compress.base import CodecError, EncodeResult
 from tokc.compress.latent import Coded, LatentCoder, checkerboard
 from tokc.compress.pixels import (  # noqa: F401  (read_image: the old import path)
+    ImageMetadata,
     as_image,
     merge_alpha_gray,
+    metadata_chunks,
     read_image,
     split_alpha_gray,
 )
@@ -166,9 +168,13 @@ class ImageCodec:
 
     # -- public --
     def compress(self, image, quality: float = 75, size: int | None = None,
-                 psnr: float | None = None, effort: int = 1) -> EncodeResult:
+                 psnr: float | None = None, effort: int = 1, metadata=True) -> EncodeResult:
+        """metadata: keep the ICC profile, EXIF and PNG colour chunks of a path or PIL image
+        (True), none (False), or an ImageMetadata; chunks after the tokens', which they leave
+        as they are (a size= budget counts them)."""
         img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
+        extra = (*extra, *metadata_chunks(image, metadata, channels))
         a = self.analyse(rgb)
         steps = REFINE_STEPS[effort - 1] if 1 <= effort <= 9 else None
         if steps is None:
@@ -253,6 +259,7 @@ class ImageCodec:
 
     def decompress(self, data: bytes) -> np.ndarray:
         header, by_tag, z, c = self.decode_tokens(data)
+        ImageMetadata.from_chunks(by_tag)  # a bad metadata chunk is an error, as in the CLI
         level_milli = header.rate_dict()["level_milli"]
         rgb = self.reconstruct(c, level_milli, header.height, header.width)
         return merge_alpha_gray(rgb, header.channels, by_tag)

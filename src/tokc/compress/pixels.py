@@ -1,12 +1,15 @@
 """Pixel I/O, shared by the image codecs (tokc-image-v1, one-d-piece-v1): reading images,
-grayscale and alpha around an RGB model, and what the CLI needs of the image modality
-(`read`, `write`, `measure`, `summary`; an audio modality module offers the same four).
+grayscale and alpha around an RGB model, colour and orientation metadata (ICC, EXIF, PNG's
+sRGB/gAMA/cHRM), and what the CLI needs of the image modality (`read`, `write`, `measure`,
+`summary`; an audio modality module offers the same four).
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +138,190 @@ def merge_alpha_gray(rgb: np.ndarray, channels: int, by_tag: dict) -> np.ndarray
     return rgb
 
 
+# --- colour and orientation metadata -----------------------------------------------------------
+# Kept by default (as avifenc; cwebp -metadata icc,exif), in optional chunks that both image
+# codecs write after their own, so the token stream is the same with or without them. Pixels are
+# coded as stored: the EXIF orientation is KEPT (written back unchanged, so viewers rotate the
+# decoded image as they rotated the original), never applied. docs/FORMAT.md has the layout.
+
+ICC_TAG, EXIF_TAG = "iccp", "exif"
+PNG_COLOUR = {"sRGB": 1, "gAMA": 4, "cHRM": 32}  # PNG chunk type (= tokc tag) -> body length
+MAX_ICC_BYTES = 1 << 22  # 4 MiB: printer profiles with large tables are ~1-3 MB
+MAX_EXIF_BYTES = 1 << 20  # 1 MiB: JPEG caps EXIF at 64 KiB
+ORIENTATION = 0x0112
+_ICC_SPACES = {1: b"GRAY", 2: b"GRAY", 3: b"RGB ", 4: b"RGB "}  # by the header's channels
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What an image file says about its pixels besides the pixels: an ICC profile, EXIF
+    (TIFF-structured bytes, starting `II*` or `MM*`, without JPEG's `Exif` prefix), and PNG's
+    colour chunks sRGB, gAMA, cHRM as (type, body) pairs, their bodies as PNG stores them."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    png_colour: tuple[tuple[str, bytes], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.icc_profile or self.exif or self.png_colour)
+
+    @property
+    def orientation(self) -> int:
+        """The EXIF orientation, 1..8 (1, as stored, when there is none); tokc keeps it, so an
+        app shows the pixels as `PIL.ImageOps.exif_transpose` would."""
+        if not self.exif:
+            return 1
+        from PIL import Image
+
+        try:
+            exif = Image.Exif()
+            exif.load(self.exif)
+            value = int(exif.get(ORIENTATION, 1))
+        except Exception:  # a damaged EXIF block (kept as it came): no orientation
+            return 1
+        return value if 1 <= value <= 8 else 1
+
+    def chunks(self) -> tuple[fmt.Chunk, ...]:
+        out = [fmt.Chunk(ICC_TAG, self.icc_profile)] if self.icc_profile else []
+        out += [fmt.Chunk(EXIF_TAG, self.exif)] if self.exif else []
+        return (*out, *(fmt.Chunk(tag, body) for tag, body in self.png_colour))
+
+    @classmethod
+    def from_chunks(cls, by_tag: dict) -> ImageMetadata:
+        """The metadata chunks of a file (by tag), each checked: an oversized one is a
+        LimitError, a malformed one a CorruptError, before any image library sees it."""
+        for tag, payload in by_tag.items():
+            if tag in (ICC_TAG, EXIF_TAG, *PNG_COLOUR):
+                problem = _metadata_problem(tag, payload)
+                if problem:
+                    error = fmt.LimitError if "exceeds" in problem else fmt.CorruptError
+                    raise error(f"chunk {tag!r}: {problem}")
+        return cls(by_tag.get(ICC_TAG), by_tag.get(EXIF_TAG),
+                   tuple((t, by_tag[t]) for t in PNG_COLOUR if t in by_tag))
+
+    def save_options(self, kind: str) -> dict:
+        """Pillow's save() keywords that write this metadata into a `kind` file."""
+        if kind not in ("PNG", "WEBP", "TIFF"):
+            return {}
+        options = {k: v for k, v in (("icc_profile", self.icc_profile), ("exif", self.exif)) if v}
+        if kind == "PNG" and self.png_colour:  # Pillow leaves sRGB out next to an ICC profile
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            for tag, body in self.png_colour:
+                info.add(tag.encode(), body)
+            options["pnginfo"] = info
+        return options
+
+
+def _metadata_problem(tag: str, payload: bytes) -> str | None:
+    """What is wrong with a metadata chunk, or None; the encoder drops what the decoder would
+    refuse, so that every file it writes decodes."""
+    n = len(payload)
+    if tag == ICC_TAG:
+        if n > MAX_ICC_BYTES:
+            return f"an ICC profile of {n} bytes exceeds the limit of {MAX_ICC_BYTES} bytes"
+        if n < 132 or payload[36:40] != b"acsp":
+            return "not an ICC profile (no 'acsp' signature)"
+    elif tag == EXIF_TAG:
+        if n > MAX_EXIF_BYTES:
+            return f"EXIF of {n} bytes exceeds the limit of {MAX_EXIF_BYTES} bytes"
+        if n < 8 or payload[:4] not in (b"II*\0", b"MM\0*"):
+            return "not TIFF-structured EXIF (no 'II*' or 'MM*' header)"
+    elif n != PNG_COLOUR[tag]:
+        return f"{n} bytes where PNG's {tag} has {PNG_COLOUR[tag]}"
+    elif tag == "sRGB":
+        return f"rendering intent {payload[0]} (0..3)" if payload[0] > 3 else None
+    elif payload == bytes(n) or any(v >= 1 << 31 for v in struct.unpack(f">{n // 4}I", payload)):
+        return "a value out of PNG's range"
+    return None
+
+
+def metadata_of(source, name: str | None = None) -> ImageMetadata:
+    """The metadata of an image: a path, a binary file object or a PIL image (what Pillow
+    finds on opening it; an array has none). From TIFF input only the orientation is kept of
+    its tags; EXIF that a PNG stores after its image data is not read."""
+    from PIL import Image
+
+    if _is_pil(source):
+        return _pil_metadata(source)
+    if not isinstance(source, (str, Path)) and not hasattr(source, "read"):
+        return ImageMetadata()
+    try:
+        with Image.open(source) as im:
+            return _pil_metadata(im)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise CodecError(f"{name or source}: cannot read image: {e}") from None
+
+
+def _pil_metadata(im) -> ImageMetadata:
+    info = im.info
+    exif = info.get("exif") or None
+    if isinstance(exif, bytes) and exif.startswith(b"Exif\0\0"):
+        exif = exif[6:]
+    if exif is None and im.format == "TIFF" and im.getexif().get(ORIENTATION):
+        from PIL import Image
+
+        only = Image.Exif()
+        only[ORIENTATION] = im.getexif()[ORIENTATION]
+        exif = only.tobytes()[6:]
+    png = []
+    if info.get("srgb") is not None:
+        png.append(("sRGB", bytes([int(info["srgb"]) & 0xFF])))
+    if info.get("gamma"):
+        png.append(("gAMA", struct.pack(">I", round(info["gamma"] * 100000))))
+    if info.get("chromaticity") and len(info["chromaticity"]) == 8:
+        png.append(("cHRM", struct.pack(">8I", *(round(v * 100000) for v in info["chromaticity"]))))
+    return ImageMetadata(info.get("icc_profile") or None, exif if isinstance(exif, bytes) else None,
+                         tuple(png))
+
+
+def metadata_chunks(image, metadata, channels: int, name: str | None = None) -> tuple[fmt.Chunk, ...]:
+    """The metadata chunks an image codec appends to its own. metadata: True (what `image`
+    carries, if a path, file object or PIL image), False or None (none), or an ImageMetadata.
+    What the decoder would refuse is dropped with a warning, and so is an ICC profile of
+    another colour space than the coded pixels' (a CMYK profile of a CMYK JPEG coded as RGB)."""
+    if metadata is True:
+        metadata = metadata_of(image, name)
+    if not metadata:
+        return ()
+    if not isinstance(metadata, ImageMetadata):
+        raise CodecError(f"metadata= takes True, False or an ImageMetadata, not "
+                         f"{type(metadata).__name__}")
+    name = name or "image"
+    kept = []
+    for chunk in metadata.chunks():
+        problem = _metadata_problem(chunk.tag, chunk.payload)
+        if problem is None and chunk.tag == ICC_TAG and chunk.payload[16:20] != _ICC_SPACES[channels]:
+            space = chunk.payload[16:20].decode("latin-1").strip()
+            problem = f"a {space} profile does not describe the coded {channels}-channel pixels"
+        if problem:
+            warnings.warn(f"{name}: {chunk.tag} metadata dropped: {problem}")
+        else:
+            kept.append(chunk)
+    return tuple(kept)
+
+
+def keeps_metadata(codec) -> bool:
+    """Whether an image codec keeps metadata (its compress takes metadata=, as both of tokc's
+    do); the CLI and tokc.compress pass it only then, so a codec without it still registers."""
+    import inspect
+
+    try:
+        return "metadata" in inspect.signature(codec.compress).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def stored_metadata(data: bytes) -> ImageMetadata:
+    """The metadata in a .tokc file's bytes (empty for a file without, or of audio), checked
+    as the decoders check it; the container is read, the payload not decoded."""
+    header, chunks = fmt.unpack(data)
+    if header.modality != "image":
+        return ImageMetadata()
+    return ImageMetadata.from_chunks({c.tag: c.payload for c in chunks})
+
+
 # --- the modality, as the CLI sees it ----------------------------------------------------------
 
 
@@ -143,9 +330,10 @@ def read(raw: bytes, name: str) -> np.ndarray:
     return as_image(read_image(io.BytesIO(raw), name))
 
 
-def write(pixels: Decoded, name: str) -> bytes:
+def write(pixels: Decoded, name: str, metadata: ImageMetadata | None = None) -> bytes:
     """Decoded pixels -> the bytes of a lossless image file, its format by the name's suffix
-    (PNG for stdout)."""
+    (PNG for stdout), with the metadata where the format holds it (ICC and EXIF in PNG, TIFF
+    and WebP; PNG's sRGB, gAMA, cHRM in PNG only)."""
     from PIL import Image
 
     suffix = "png" if name == "-" else Path(name).suffix.lower().lstrip(".")
@@ -163,8 +351,20 @@ def write(pixels: Decoded, name: str) -> bytes:
     elif kind == "PPM" and im.mode not in ("L", "RGB"):  # .pnm: grey or RGB as decoded
         warnings.warn(f"{name}: .{suffix} holds no alpha; written without it")
         im = im.convert("L" if im.mode == "LA" else "RGB")
+    options = metadata.save_options(kind) if metadata else {}
+    if metadata and (metadata.icc_profile or metadata.exif) and not options:
+        warnings.warn(f"{name}: .{suffix} holds no ICC profile or EXIF; written without them "
+                      f"(use .png, .tif or .webp to keep them)")
+    lossless = {"lossless": True} if kind == "WEBP" else {}
     buf = io.BytesIO()
-    im.save(buf, kind, **({"lossless": True} if kind == "WEBP" else {}))
+    try:
+        im.save(buf, kind, **lossless, **options)
+    except Exception as e:  # metadata that Pillow cannot write (a forged EXIF into TIFF)
+        if not options:
+            raise
+        warnings.warn(f"{name}: written without its metadata, which Pillow could not write: {e}")
+        buf = io.BytesIO()
+        im.save(buf, kind, **lossless)
     return buf.getvalue()
 
 

@@ -109,7 +109,8 @@ def default_for(modality: str) -> Entry:
 # Each modality's I/O for the CLI: a module with read(raw, name) -> input, write(decoded, name)
 # -> bytes, measure(original, decoded) -> float, summary(result), describe(decoded), SUFFIX and
 # MEASURE (JSON key, name, unit); optionally write_stream(blocks, header, fileobj, name) for
-# codecs with decompress_stream.
+# codecs with decompress_stream, and (images) metadata: keeps_metadata(codec), metadata_of(file)
+# for compress(metadata=), stored_metadata(data) for write(decoded, name, metadata).
 MEDIA = {"image": "tokc.compress.pixels", "audio": "tokc.compress.sound"}
 
 

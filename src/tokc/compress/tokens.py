@@ -148,8 +148,9 @@ class OneDPieceCodec:
         rgb = np.round(out[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         return resize_rgb(rgb, width, height)
 
-    def compress(self, image, tokens: int | None = None) -> EncodeResult:
-        from tokc.compress.pixels import as_image, split_alpha_gray
+    def compress(self, image, tokens: int | None = None, metadata=True) -> EncodeResult:
+        """metadata: as tokc-image-v1's (ICC, EXIF, PNG colour chunks after the tokens')."""
+        from tokc.compress.pixels import as_image, metadata_chunks, split_alpha_gray
 
         k = self.num_tokens if tokens is None else int(tokens)
         if k < 1:
@@ -158,6 +159,7 @@ class OneDPieceCodec:
             raise CodecUsageError(f"--tokens {k}: this model codes 1..{self.num_tokens} tokens")
         img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
+        extra = (*extra, *metadata_chunks(image, metadata, channels))
         prefix = self.encode(rgb)[:k]
         header = fmt.Header(codec=CODEC_ID, weights_digest=self.digest, modality="image",
                             width=img.shape[1], height=img.shape[0], channels=channels,
@@ -193,9 +195,10 @@ class OneDPieceCodec:
         return header, tokens, by_tag
 
     def decompress(self, data: bytes) -> np.ndarray:
-        from tokc.compress.pixels import merge_alpha_gray
+        from tokc.compress.pixels import ImageMetadata, merge_alpha_gray
 
         header, tokens, by_tag = self.read(data)
+        ImageMetadata.from_chunks(by_tag)  # a bad metadata chunk is an error, as in the CLI
         rgb = self.decode(tokens, header.width, header.height)
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
