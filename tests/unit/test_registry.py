@@ -90,7 +90,7 @@ def test_an_unknown_codec_id_is_one_clear_line(tmp_path):
     path.write_bytes(data)
     r = run("decompress", path)
     assert r.exit_code == 1 and r.stderr.strip().splitlines() == [
-        "tokc: error: this file was made by codec 'tokc-video-v9', which this tokc does not have "
+        f"tokc: error: {path}: this file was made by codec 'tokc-video-v9', which this tokc does not have "
         f"(it has {', '.join(e.codec_id for e in registry.entries())})"]
     assert not path.with_suffix(".png").exists()
     r = run("info", path)  # info still shows the file
