@@ -144,6 +144,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--val-every", type=int, default=1000)
     ap.add_argument("--val-clips", type=int, default=12)
+    ap.add_argument("--init-from", type=Path, metavar="FILE",
+                    help="model-only .safetensors (--export-resume's file, e.g. checkpoints/"
+                    "tokc-audio-v1.resume.safetensors) to start from: weights and step, fresh Adam")
     ap.add_argument("--export-resume", type=Path, metavar="FILE",
                     help="write the run's model (fp32) and step to FILE and exit")
     args = ap.parse_args(argv)
@@ -168,6 +171,16 @@ def main(argv=None) -> None:
     if state is not None:
         model = AudioModel(AudioConfig(**state["config"]))
         model.load_state_dict(state["model"])
+    elif args.init_from:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        with safe_open(str(args.init_from), framework="pt") as f:
+            meta = json.loads(f.metadata()["tokc_train"])
+        model = AudioModel(AudioConfig(**meta["config"]))
+        model.load_state_dict(load_file(str(args.init_from)))
+        step = int(meta["step"])
+        print(f"initialised from {args.init_from} (step {step})", flush=True)
     else:
         model = AudioModel(AudioConfig())
     model.to(device)

@@ -11,6 +11,7 @@ companding, envelope) has no weights: the config in the meta says all of it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,10 +59,15 @@ def main(argv=None) -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--kappa", type=float, help="the decoder's noise-fill share (default: the "
+                    "checkpoint's); a decoder setting, tuned after training on training clips")
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
     state = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
     model = load_checkpoint(args.checkpoint)
+    if args.kappa is not None:
+        model.config = dataclasses.replace(model.config, kappa=args.kappa)
+        model.g_a.config = model.config
     meta = pack_model(model, calibration_waves(args.data), args.out, {"train_steps": state["step"]})
     print(json.dumps({k: meta[k] for k in ("intnet_max_err", "train_steps")}))
 
