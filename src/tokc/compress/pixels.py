@@ -129,7 +129,12 @@ def merge_alpha_gray(rgb: np.ndarray, channels: int, by_tag: dict) -> np.ndarray
             raise fmt.TokcFormatError(f"an image with alpha ({channels} channels) without its "
                                       f"'alph' chunk")
         try:
-            alpha = np.asarray(Image.open(io.BytesIO(by_tag["alph"])))
+            plane = Image.open(io.BytesIO(by_tag["alph"]))
+            if (plane.height, plane.width) != rgb.shape[:2]:  # checked before decoding it
+                raise fmt.TokcFormatError("alpha plane has the wrong size")
+            alpha = np.asarray(plane)
+        except fmt.TokcFormatError:
+            raise
         except Exception as e:
             raise fmt.TokcFormatError(f"alpha chunk does not decode: {e}") from None
         if alpha.shape != rgb.shape[:2]:
