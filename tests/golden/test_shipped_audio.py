@@ -5,6 +5,7 @@ Regenerate the golden values after replacing the weights with TOKC_REGEN_GOLDEN=
 silently): the test then rewrites tests/golden/audio_v1.json and fails, so that the change is
 seen and committed on purpose."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -126,3 +127,32 @@ def test_silence_costs_little(codec):
     res = codec.compress(np.zeros(10 * 16000, np.float32), sample_rate=16000, quality=75)
     assert len(res.data) * 8 / 10 / 1000 < 0.5
     assert np.abs(codec.decompress(res.data).samples).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_one_hour_file_decodes_streaming_in_bounded_memory(codec, speech, tmp_path):
+    """A one-hour file (one coded 2 s segment repeated: each segment's entropy coding stands
+    alone) decodes through `tokc decompress -o x.wav` in under 500 MB peak RSS."""
+    x = np.resize(speech.samples[:, 0], audio.SEGMENT * codec.weights.hop)  # 2 s at 16 kHz
+    header, chunks = fmt.unpack(codec.compress(x, sample_rate=16000, quality=50).data)
+    seconds = 3600
+    n = seconds * 16000
+    frames = audio.dsp.frames_for(n, codec.weights.hop, audio.Z_STRIDE)
+    big = fmt.pack(dataclasses.replace(header, num_samples=n),
+                   [chunks[0]] * audio.segment_count(frames))
+    src, out = tmp_path / "hour.tokc", tmp_path / "hour.wav"
+    src.write_bytes(big)
+    run = ("import resource, sys\n"
+           "from tokc.cli import main\n"
+           "sys.argv = ['tokc', 'decompress', sys.argv[1], '-o', sys.argv[2]]\n"
+           "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+           "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    r = subprocess.run([sys.executable, "-c", run, str(src), str(out)], capture_output=True,
+                       text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    assert peak_mb < 500, f"peak RSS {peak_mb:.0f} MB"
+    import soundfile
+
+    info = soundfile.info(str(out))
+    assert info.frames == n and info.samplerate == 16000

@@ -45,8 +45,9 @@ Z_STRIDE = 4  # frames per hyper-latent frame
 LEVEL_Q0 = -1000  # the level of -q 0
 MAX_CHANNELS = 2  # mono, or stereo coded as mid/side
 # RDOQ: distortion weight per squared token unit, in bits (the same at every level: the token
-# grid is the level's quantizer). Tuned on training speech, see the model card.
-RDOQ_WEIGHT = 4.0
+# grid is the level's quantizer). Tuned on 12 training clips, BD-rate (PESQ-WB) against plain
+# rounding over levels -1..4: weight 2 +5.7 %, 4 +0.7 %, 8 -1.9 %, 12 -2.4 %, 20 -2.6 %.
+RDOQ_WEIGHT = 16.0
 TAG = "seg "
 
 
