@@ -158,9 +158,20 @@ def test_corrupt_and_foreign_files_are_refused(tiny_audio_codec, tiny_audio_weig
 def test_garbage_segments_fail_cleanly(tiny_audio_codec, speech):
     header, chunks = fmt.unpack(tiny_audio_codec.compress(speech, quality=50).data)
     rng = np.random.default_rng(0)
-    for payload in (b"", b"\x01", rng.bytes(3), rng.bytes(64), b"\xff\xff\xff\xff" + rng.bytes(8)):
+    for payload in (b"\x01", rng.bytes(3), rng.bytes(64), b"\xff\xff\xff\xff" + rng.bytes(8)):
         with pytest.raises(fmt.TokcFormatError):
             tiny_audio_codec.decompress(fmt.pack(header, [fmt.Chunk("seg ", payload), *chunks[1:]]))
+
+
+def test_an_empty_segment_is_digital_silence(tiny_audio_codec, speech):
+    """An empty 'seg ' chunk codes a segment whose coefficients are all zero, and decodes so."""
+    x = speech.samples[:, 0]
+    gap = np.concatenate([np.zeros(5 * 16000, np.float32), x[:16000]])
+    data = tiny_audio_codec.compress(gap, sample_rate=16000, quality=50).data
+    _, chunks = fmt.unpack(data)
+    assert chunks[0].payload == b"" and chunks[-1].payload
+    out = tiny_audio_codec.decompress(data).samples[:, 0]
+    assert not out[: 4 * 16000].any() and out.shape == gap.shape
 
 
 def test_sound_paths_read_through_soundfile(tiny_audio_codec, tmp_path):

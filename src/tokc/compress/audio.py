@@ -11,8 +11,9 @@ Decoder:  per segment and channel: the tokens, the envelope (exact grid integers
           16 kHz -> the input's rate.
 
 File: the header (sample rate and length of the input, channels, the rate level), then one
-'seg ' chunk per segment and channel (mid before side): uvarint(length of the ANS stream), the
-ANS stream, the escape stream. A segment decodes knowing only the header and the chunks
+'seg ' chunk per segment and channel (mid before side): the length of the ANS stream (uint32
+LE), the ANS stream, the escape stream; an empty chunk is a segment of digital silence (every
+coefficient zero), decoded as zeros. A segment decodes knowing only the header and the chunks
 before it, so `decompress_stream` yields audio as the file arrives (2 s blocks).
 
 Only the encoder's h_a runs in floating point (numpy): float error there can change which
@@ -171,6 +172,9 @@ class AudioCodec:
         weight = self.weight_at(level_milli)
         for segs in zip(*analysed):
             for y, z, mean, log_scale_q in segs:
+                if not y[self.weights.bands:].any():  # digital silence: an empty chunk
+                    chunks.append(fmt.Chunk(TAG, b""))
+                    continue
                 c = self.latent.code(y, mean, log_scale_q, level_milli, weight, self.grid)
                 parts = {ch.tag: ch.payload for ch in self.latent.chunks(z, c)}
                 ans, esc = parts["ans "], parts.get("esc ", b"")
@@ -306,7 +310,10 @@ class AudioCodec:
                     raise fmt.TruncatedError(f"the file ends before segment {k} of {count}")
                 if chunk.tag != TAG:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
-                coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli, [k, ch])
+                if chunk.payload:
+                    coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli, [k, ch])
+                else:  # digital silence
+                    coefs = np.zeros((hop, n))
                 coded.append(dsp.imdct(coefs, hop))
             wave = np.stack(coded, 1)  # ((n + 1) * hop, channels), starting at frame s
             wave[:hop] += tail

@@ -3,7 +3,7 @@
 Data: the train split of ../shared/data/audio/speech (speech/index.tsv; the validation speakers
 are never read for training) and, with probability --music, a crop of ../shared/data/audio/music
 downmixed and resampled to 16 kHz. Augmentation: random level (RMS -38..-16 dBFS), speed
-0.9..1.1 (soxr), light white noise. Resumable (model, optimizer, iteration, RNG states in
+0.9..1.1 (soxr), light white noise, a span of digital silence (--silence of the crops). Resumable (model, optimizer, iteration, RNG states in
 ckpt.pt), deterministic seeds, JSON-lines log with kbps / PESQ-WB on the validation split at
 levels 0, 2.5 and 5. CPU first; CUDA with bf16 autocast when a GPU is present.
 """
@@ -55,8 +55,8 @@ class Crops:
     """Random augmented crops of (T + 1) * hop samples."""
 
     def __init__(self, speech: list[np.ndarray], music: list[np.ndarray], p_music: float,
-                 length: int, gen: np.random.Generator):
-        self.speech, self.music, self.p_music = speech, music, p_music
+                 length: int, gen: np.random.Generator, p_silence: float = 0.0):
+        self.speech, self.music, self.p_music, self.p_silence = speech, music, p_music, p_silence
         self.length, self.gen = length, gen
 
     def one(self) -> np.ndarray:
@@ -79,6 +79,9 @@ class Crops:
         x *= 10 ** (g.uniform(-38, -16) / 20) / rms
         if g.random() < 0.2:
             x += g.standard_normal(len(x)) * 10 ** (g.uniform(-75, -50) / 20)
+        if g.random() < self.p_silence:  # digital silence over a span (pauses, gated input)
+            a = g.integers(len(x))
+            x[a : a + g.integers(len(x) // 4, len(x) + 1)] = 0.0
         peak = np.abs(x).max()
         if peak > 0.99:
             x *= 0.99 / peak
@@ -135,6 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=48, help="frames per crop (multiple of 4)")
     ap.add_argument("--music", type=float, default=0.15, help="share of music crops")
+    ap.add_argument("--silence", type=float, default=0.1,
+                    help="share of crops with a span of digital silence")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--gain-lr-scale", type=float, default=10.0)
     ap.add_argument("--ctx-lr-scale", type=float, default=3.0)
@@ -197,7 +202,8 @@ def main(argv=None) -> None:
         export_resume(model, step, args.export_resume)
         return
 
-    crops = Crops(speech, music, args.music, (args.frames + 1) * model.config.hop, gen)
+    crops = Crops(speech, music, args.music, (args.frames + 1) * model.config.hop, gen,
+                  args.silence)
     levels = model.config.levels
     t0 = time.time()
     keys = ("kbps", "kbps_z")
