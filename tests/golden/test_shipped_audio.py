@@ -120,13 +120,19 @@ def long_speech(speech):
 def test_kbps_target_within_5_percent(codec, long_speech, kbps):
     res = codec.compress(long_speech, kbps=kbps)
     got = len(res.data) * 8 / long_speech.seconds / 1000
-    assert 0.95 * kbps <= got <= kbps
+    assert 0.95 * kbps <= got <= kbps * (1 + 1e-9)
 
 
-def test_silence_costs_little(codec):
+def test_silence_costs_little(codec, speech):
     res = codec.compress(np.zeros(10 * 16000, np.float32), sample_rate=16000, quality=75)
-    assert len(res.data) * 8 / 10 / 1000 < 0.5
-    assert np.abs(codec.decompress(res.data).samples).max() < 1e-3
+    assert len(res.data) * 8 / 10 / 1000 < 0.1  # empty segments
+    assert not codec.decompress(res.data).samples.any()
+    # speech, 4 s of silence, speech: the silence costs almost nothing, and stays silent
+    x = speech.samples[:, 0]
+    gap = np.concatenate([x, np.zeros(4 * 16000, np.float32), x])
+    with_gap = len(codec.compress(gap, sample_rate=16000, quality=75).data)
+    without = len(codec.compress(np.concatenate([x, x]), sample_rate=16000, quality=75).data)
+    assert (with_gap - without) * 8 / 4 / 1000 < 1.2  # kbps over the gap (measured: 0.89)
 
 
 @pytest.mark.slow
