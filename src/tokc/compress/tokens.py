@@ -85,23 +85,29 @@ def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def open_codec(*, checkpoint: str | Path | None = None, backend: str = "auto") -> OneDPieceCodec:
     """The registry's factory: the codec of a One-D-Piece checkpoint (it runs on PyTorch)."""
+    return open_checkpoint_codec(OneDPieceCodec, CODEC_ID, "One-D-Piece", checkpoint, backend)
+
+
+def open_checkpoint_codec(make, codec_id: str, what: str, checkpoint, backend: str):
+    """make(checkpoint) for the codec of a published tokenizer's checkpoint (PyTorch): a missing
+    --checkpoint, another backend, no torch, a missing or unreadable checkpoint are one line."""
     if checkpoint is None:
-        raise CodecUsageError(f"{CODEC_ID} needs --checkpoint PATH (the One-D-Piece checkpoint "
+        raise CodecUsageError(f"{codec_id} needs --checkpoint PATH (the {what} checkpoint "
                               "its files are made with)")
     if backend not in ("auto", "torch"):
-        raise CodecUsageError(f"{CODEC_ID} runs on PyTorch (--backend auto or torch)")
+        raise CodecUsageError(f"{codec_id} runs on PyTorch (--backend auto or torch)")
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise CodecError(f"{CODEC_ID} needs PyTorch: pip install torch==2.13.0 && "
+        raise CodecError(f"{codec_id} needs PyTorch: pip install torch==2.13.0 && "
                          "pip install 'tokc-codec[torch]'") from None
     from tokc.models.checkpoints import CheckpointError
 
     if not Path(checkpoint).exists():
         raise CodecUsageError(f"--checkpoint {checkpoint}: no such file or folder")
     try:
-        return OneDPieceCodec(checkpoint)
-    except (CheckpointError, ValueError, OSError) as e:
+        return make(checkpoint)
+    except (CheckpointError, ValueError, OSError, KeyError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CodecError(f"{checkpoint}: {msg}") from None
 

@@ -42,8 +42,8 @@ import numpy as np
 
 from tokc import format as fmt
 from tokc.compress import entropy
-from tokc.compress.base import CodecError, CodecUsageError, EncodeResult, Sound
-from tokc.compress.tokens import bit_width, pack_bits, unpack_bits
+from tokc.compress.base import CodecError, EncodeResult, Sound
+from tokc.compress.tokens import bit_width, open_checkpoint_codec, pack_bits, unpack_bits
 
 CODEC_ID = "wavtokenizer-v1"
 ARCH = "wavtokenizer"
@@ -57,25 +57,7 @@ RAW, ADAPTIVE = 0, 1  # a chunk's method byte
 
 def open_codec(*, checkpoint: str | Path | None = None, backend: str = "auto") -> WavTokenizerCodec:
     """The registry's factory: the codec of a WavTokenizer checkpoint (it runs on PyTorch)."""
-    if checkpoint is None:
-        raise CodecUsageError(f"{CODEC_ID} needs --checkpoint PATH (the WavTokenizer checkpoint "
-                              "its files are made with)")
-    if backend not in ("auto", "torch"):
-        raise CodecUsageError(f"{CODEC_ID} runs on PyTorch (--backend auto or torch)")
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise CodecError(f"{CODEC_ID} needs PyTorch: pip install torch==2.13.0 && "
-                         "pip install 'tokc-codec[torch]'") from None
-    from tokc.models.checkpoints import CheckpointError
-
-    if not Path(checkpoint).exists():
-        raise CodecUsageError(f"--checkpoint {checkpoint}: no such file or folder")
-    try:
-        return WavTokenizerCodec(checkpoint)
-    except (CheckpointError, ValueError, OSError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CodecError(f"{checkpoint}: {msg}") from None
+    return open_checkpoint_codec(WavTokenizerCodec, CODEC_ID, "WavTokenizer", checkpoint, backend)
 
 
 # -- block-adaptive entropy coding of a token list -------------------------------------------------

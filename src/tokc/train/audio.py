@@ -24,7 +24,7 @@ import torch
 from tokc.dsp import decode_frames, frames_for, imdct, pad_signal
 from tokc.models.audio import SAMPLE_RATE, AudioConfig, AudioModel
 from tokc.models.hyperprior import gaussian_likelihood
-from tokc.train.common import export_resume, make_optimizer, save_atomic
+from tokc.train.common import export_resume, load_resume, make_optimizer, save_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared/data/audio"
 
@@ -177,14 +177,9 @@ def main(argv=None) -> None:
         model = AudioModel(AudioConfig(**state["config"]))
         model.load_state_dict(state["model"])
     elif args.init_from:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(args.init_from), framework="pt") as f:
-            meta = json.loads(f.metadata()["tokc_train"])
-        model = AudioModel(AudioConfig(**meta["config"]))
-        model.load_state_dict(load_file(str(args.init_from)))
-        step = int(meta["step"])
+        config, weights, step = load_resume(args.init_from)
+        model = AudioModel(AudioConfig(**config))
+        model.load_state_dict(weights)
         print(f"initialised from {args.init_from} (step {step})", flush=True)
     else:
         model = AudioModel(AudioConfig())

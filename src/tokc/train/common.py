@@ -40,3 +40,13 @@ def export_resume(model, step: int, path: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"tokc_train": json.dumps(meta)})
     print(f"wrote {path} (step {step})", flush=True)
+
+
+def load_resume(path: Path) -> tuple[dict, dict, int]:
+    """export_resume's file -> (config dict, state dict, step): what --init-from starts from."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["tokc_train"])
+    return meta["config"], load_file(str(path)), int(meta["step"])

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, gaussian_likelihood
-from tokc.train.common import export_resume, make_optimizer, save_atomic
+from tokc.train.common import export_resume, load_resume, make_optimizer, save_atomic
 from tokc.train.surgery import (
     add_context,
     add_spatial_context,
@@ -149,14 +149,9 @@ def main(argv=None) -> None:
         model = ImageHyperprior(HyperpriorConfig(**state["config"]))
         model.load_state_dict(upgrade_state_dict(state["model"]))
     elif args.init_from:  # a committed model-only checkpoint: weights and step, fresh Adam
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(args.init_from), framework="pt") as f:
-            meta = json.loads(f.metadata()["tokc_train"])
-        model = ImageHyperprior(HyperpriorConfig(**meta["config"]))
-        model.load_state_dict(load_file(str(args.init_from)))
-        step = int(meta["step"])
+        config, weights, step = load_resume(args.init_from)
+        model = ImageHyperprior(HyperpriorConfig(**config))
+        model.load_state_dict(weights)
         print(f"initialised from {args.init_from} (step {step})", flush=True)
         if args.widen_m:
             model = widen_latents(model, args.widen_m, images)
