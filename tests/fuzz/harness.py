@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tokc.format import _uvarint  # the container's own varint writer
+
 TESTS = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = TESTS.parents[0].parent / "shared/fixtures"
 # codecs of published tokenizers, with their parity fixtures (used when the checkout has them)
@@ -77,15 +79,6 @@ def fixtures_from(image: Path | None, audio: Path | None) -> Fixtures:
 
 
 # --- re-framing: the mutated fields past the CRCs -----------------------------------------------
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:

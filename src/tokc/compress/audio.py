@@ -338,10 +338,15 @@ class AudioCodec:
             raise fmt.CorruptError("chunks after the last segment")
 
     def decompress(self, data: bytes) -> Sound:
-        header = fmt.read_header(data)
-        blocks = list(self.decompress_stream(data))
-        samples = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
-        return Sound(samples, header.sample_rate)
+        return decode_whole(self, data)
+
+
+def decode_whole(codec, data: bytes) -> Sound:
+    """A streaming audio codec's whole decode: its decompress_stream's blocks as one Sound."""
+    header = fmt.read_header(data)
+    blocks = list(codec.decompress_stream(data))
+    samples = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
+    return Sound(samples, header.sample_rate)
 
 
 _default: dict[str, AudioCodec] = {}

@@ -261,7 +261,6 @@ class WavTokenizerCodec:
             raise fmt.CorruptError("chunks after the last segment")
 
     def decompress(self, data: bytes) -> Sound:
-        header = fmt.read_header(data)
-        blocks = list(self.decompress_stream(data))
-        samples = np.concatenate(blocks) if blocks else np.zeros((0, header.channels), np.float32)
-        return Sound(samples, header.sample_rate)
+        from tokc.compress.audio import decode_whole
+
+        return decode_whole(self, data)
