@@ -98,6 +98,14 @@ def tiny_audio_codec(tiny_audio_weights):
 
 
 @pytest.fixture(scope="session")
+def real_speech(speech):
+    """The training-split speech clip; skips without ../shared (where `speech` is synthetic)."""
+    if not (SHARED / "data/audio/speech/index.tsv").exists():
+        pytest.skip("../shared/data/audio/speech missing: golden values are of the real clip")
+    return speech
+
+
+@pytest.fixture(scope="session")
 def speech():
     """A training-split speech clip (16 kHz mono), or a synthetic voiced signal without
     ../shared."""

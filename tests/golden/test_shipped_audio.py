@@ -49,8 +49,8 @@ def tokens_digest(codec, data: bytes) -> str:
     return h.hexdigest()
 
 
-def test_golden_bitstream_and_tokens(codec, speech):
-    data = codec.compress(speech, quality=60).data
+def test_golden_bitstream_and_tokens(codec, real_speech):
+    data = codec.compress(real_speech, quality=60).data
     got = {
         "weights_digest": codec.weights.digest.hex(),
         "md5_q60": hashlib.md5(data).hexdigest(),

@@ -7,10 +7,10 @@ pytest.importorskip("av")
 pytest.importorskip("pesq")
 
 
-def test_compare_audio_rows(tiny_audio_weights, speech):
+def test_compare_audio_rows(tiny_audio_weights, real_speech):
     from tokc.bench.compare import compare_audio, format_audio_rows
 
-    rows = compare_audio(speech, 64, ["opus-voip"], weights=tiny_audio_weights)
+    rows = compare_audio(real_speech, 64, ["opus-voip"], weights=tiny_audio_weights)
     assert [r.codec for r in rows] == ["tokc", "opus-voip"]
     tokc, opus = rows
     assert tokc.kbps <= 64 * 1.001 and 0 < opus.kbps <= 64 * 1.2
