@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tokc import format as fmt
-from tokc.compress import ratecontrol
+from tokc.compress import ratecontrol, versions
 from tokc.compress.backends import TorchTransforms, get_transforms  # noqa: F401  (old paths)
 from tokc.compress.base import CodecError, EncodeResult
 from tokc.compress.latent import Coded, LatentCoder, checkerboard
@@ -44,6 +44,7 @@ from tokc.compress.pixels import (  # noqa: F401  (read_image: the old import pa
 from tokc.compress.ratecontrol import LEVEL_MIN, level_to_quality, quality_to_level  # noqa: F401
 from tokc.compress.tiling import tiled
 from tokc.compress.weights import LatentWeights, int_layers  # noqa: F401  (int_layers: old path)
+from tokc.models import packed
 
 CODEC_ID = "tokc-image-v1"
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{CODEC_ID}.safetensors"
@@ -54,6 +55,11 @@ MARGIN = 4  # latents of context around each tile (64 px, more than the receptiv
 REFINE_STEPS = (0, 5, 10, 20, 30, 45, 60, 80, 100)  # latent refinement steps per effort 1..9
 REFINE_MAX_PIXELS = 4 << 20
 REFINE_LR = 0.003
+# synthesis tunes, by the header's rate parameter `tune` (absent: 0). A tune is a second g_s
+# for the same tokens, in its own file beside the weights (tune_path); the bitstream, the
+# encoder's token choice and the rate are the same for every tune.
+TUNES = ("psnr", "perceptual")
+DEFAULT_TUNE = "psnr"
 RDOQ_WEIGHT = 2.0  # distortion weight of the token choice: BD-rate on 8 held-out training images
 # -1.3 % at 1, -3.2 % at 1.5, -3.8 % at 2, -3.6 % at 3, -2.9 % at 4 (against plain rounding)
 
@@ -65,6 +71,33 @@ class ImageWeights(LatentWeights):
 
     def __init__(self, path: Path = WEIGHTS, threads: int = 0):
         super().__init__(path, threads)
+
+
+def tune_path(weights_path: Path, tune: str) -> Path:
+    """The synthesis file of a tune, beside the weights: tokc-image-v1.perceptual.safetensors
+    for tokc-image-v1.safetensors."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(f"{weights_path.stem}.{tune}.safetensors")
+
+
+class TuneWeights:
+    """A tune's synthesis: a packed file with g_s only, made for one weights file (its meta's
+    base_sha256). Its ONNX export is named by codec_id (tokc-image-v1.perceptual.*)."""
+
+    def __init__(self, weights: ImageWeights, tune: str):
+        self.path = tune_path(weights.path, tune)
+        self.codec_id = f"{CODEC_ID}.{tune}"
+        if not self.path.exists():
+            raise CodecError(f"the {tune} tune needs {self.path.name} beside {weights.path.name}")
+        self.file = packed.read(self.path)
+        if self.file.meta.get("base_sha256") != weights.sha256:
+            raise CodecError(f"{self.path.name} is a {tune} tune of other weights than "
+                             f"{weights.path.name}")
+        self.sha256 = self.file.sha256
+
+
+def _g_s_only(file):
+    return packed.float_model(file, parts=("g_s",))
 
 
 @dataclass(frozen=True)
@@ -88,8 +121,12 @@ class ImageCodec:
         self.weights = weights or ImageWeights()
         self.backend = backend
         self.latent = LatentCoder(self.weights, checkerboard)
+        self._tunes = {}
+        self._versions = {}
         if transforms is not None:
             self.transforms = transforms
+        elif self.weights.archived:
+            self.transforms = versions.synthesis(self.weights.file, backend)
 
     @cached_property
     def transforms(self):
@@ -98,6 +135,33 @@ class ImageCodec:
     @cached_property
     def _torch_transforms(self):  # for encoder-side refinement, whatever the backend
         return TorchTransforms(self.weights)
+
+    def synthesis(self, tune: str = DEFAULT_TUNE):
+        """The transforms whose g_s decodes a tune (psnr: the weights' own)."""
+        if tune not in TUNES:
+            raise CodecError(f"unknown tune {tune!r} (tunes: {', '.join(TUNES)})")
+        if tune == "psnr":
+            return self.transforms
+        if tune not in self._tunes:
+            tuned = TuneWeights(self.weights, tune)
+            self._tunes[tune] = (versions.synthesis(tuned.file, self.backend) if self.weights.archived
+                                 else get_transforms(tuned, self.backend, build=_g_s_only))
+        return self._tunes[tune]
+
+    def for_digest(self, digest: bytes) -> ImageCodec:
+        """The codec of the weights a file names: these, or an earlier version archived in
+        weights/versions/ beside them (tokc.compress.versions); WeightsMismatchError if none."""
+        if digest == self.weights.digest:
+            return self
+        if digest not in self._versions:
+            path = versions.find(self.weights.path.parent / "versions", CODEC_ID, digest)
+            if path is None:
+                raise fmt.WeightsMismatchError(
+                    f"{CODEC_ID} file made by weights {digest.hex()}, which this install does not "
+                    f"have (it has {self.weights.digest.hex()} and the versions in "
+                    f"{self.weights.path.parent / 'versions'})")
+            self._versions[digest] = ImageCodec(ImageWeights(path), self.backend)
+        return self._versions[digest]
 
     # -- encoder --
     def analyse(self, rgb: np.ndarray) -> Analysed:
@@ -125,12 +189,15 @@ class ImageCodec:
         where the weights carry the synthesis' channel energies."""
         return self.latent.code(a.y, a.mean, a.log_scale_q, level_milli, self.rdoq_weight(level_milli))
 
-    def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=()) -> bytes:
+    def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=(),
+             tune: str = "psnr") -> bytes:
         chunks = [*self.latent.chunks(a.z, self.code(a, level_milli)), *extra_chunks]
+        rate = (("level_milli", level_milli),)
+        if tune != "psnr":  # absent means psnr: files without a tune are as they always were
+            rate += (("tune", TUNES.index(tune)),)
         header = fmt.Header(
             codec=CODEC_ID, weights_digest=self.weights.digest, modality="image",
-            width=a.rgb.shape[1], height=a.rgb.shape[0], channels=channels,
-            rate=(("level_milli", level_milli),),
+            width=a.rgb.shape[1], height=a.rgb.shape[0], channels=channels, rate=rate,
         )
         return fmt.pack(header, chunks)
 
@@ -139,9 +206,10 @@ class ImageCodec:
         """y_hat, the input of the synthesis."""
         return self.latent.latents(c, level_milli)
 
-    def reconstruct(self, c: Coded, level_milli: int, height: int, width: int) -> np.ndarray:
+    def reconstruct(self, c: Coded, level_milli: int, height: int, width: int,
+                    tune: str = "psnr") -> np.ndarray:
         y_hat = self.latents(c, level_milli)
-        x = tiled(partial(self.transforms.run, "g_s"), y_hat, 1, UNIT, TILE, MARGIN)
+        x = tiled(partial(self.synthesis(tune).run, "g_s"), y_hat, 1, UNIT, TILE, MARGIN)
         x = np.clip(np.round(x[:, :height, :width] * 255), 0, 255).astype(np.uint8)
         return x.transpose(1, 2, 0)
 
@@ -160,6 +228,9 @@ class ImageCodec:
         level_milli = header.rate_dict().get("level_milli", -1)
         if not LEVEL_MIN <= level_milli <= (self.weights.levels - 1) * 1000:
             raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
+        if not 0 <= header.rate_dict().get("tune", 0) < len(TUNES):
+            raise fmt.TokcFormatError(f"synthesis tune {header.rate_dict()['tune']} is unknown to "
+                                      f"this tokc (it knows {', '.join(TUNES)})")
         if header.channels not in (1, 2, 3, 4):
             raise fmt.TokcFormatError(f"an image of {header.channels} channels")
         hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
@@ -168,10 +239,17 @@ class ImageCodec:
 
     # -- public --
     def compress(self, image, quality: float = 75, size: int | None = None,
-                 psnr: float | None = None, effort: int = 1, metadata=True) -> EncodeResult:
-        """metadata: keep the ICC profile, EXIF and PNG colour chunks of a path or PIL image
+                 psnr: float | None = None, effort: int = 1, metadata=True,
+                 tune: str | None = None) -> EncodeResult:
+        """tune: the synthesis the file asks its decoder for (TUNES; default DEFAULT_TUNE):
+        the same tokens and bytes but for the header's `tune`; psnr= targets the PSNR of that
+        synthesis. metadata: keep the ICC profile, EXIF and PNG colour chunks of a path or PIL image
         (True), none (False), or an ImageMetadata; chunks after the tokens', which they leave
         as they are (a size= budget counts them)."""
+        tune = DEFAULT_TUNE if tune is None else tune
+        if self.weights.archived:
+            raise CodecError(f"{self.weights.path.name} is an archived version: it only decodes")
+        self.synthesis(tune)  # an unknown or missing tune fails before any work
         img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
         extra = (*extra, *metadata_chunks(image, metadata, channels))
@@ -180,20 +258,22 @@ class ImageCodec:
         if steps is None:
             raise CodecError(f"effort must be 1..9, got {effort}")
         level_milli = ratecontrol.choose_level(
-            self.weights.levels, lambda lv: len(self.pack(a, lv, channels, extra)),
-            lambda lv: self.psnr_at(a, lv), quality, size, psnr)
-        data = self.pack(self.refine(a, level_milli, steps), level_milli, channels, extra)
+            self.weights.levels, lambda lv: len(self.pack(a, lv, channels, extra, tune)),
+            lambda lv: self.psnr_at(a, lv, tune), quality, size, psnr)
+        data = self.pack(self.refine(a, level_milli, steps), level_milli, channels, extra, tune)
         if size is not None and len(data) > size:  # refinement may trade bytes for quality
-            data = self.pack(a, level_milli, channels, extra)
+            data = self.pack(a, level_milli, channels, extra, tune)
         h, w = img.shape[:2]
         quality = min(100.0, max(0.0, level_to_quality(level_milli, self.weights.levels)))
         # level: the continuous rate level used, 0..levels-1
         return EncodeResult(data, CODEC_ID, "image", width=w, height=h,
-                            rate={"level": level_milli / 1000, "quality": quality})
+                            rate={"level": level_milli / 1000, "quality": quality, "tune": tune})
 
     def summary(self, res: EncodeResult) -> tuple[dict, str]:
         """The codec's fields of a compress summary: JSON fields and the text."""
-        return {"quality": round(res.quality, 2)}, f"q {res.quality:.1f}"
+        tune = res.rate.get("tune", "psnr")
+        return ({"quality": round(res.quality, 2), "tune": tune},
+                f"q {res.quality:.1f}" + ("" if tune == "psnr" else f", {tune} tune"))
 
     def refine(self, a: Analysed, level_milli: int, steps: int) -> Analysed:
         """Encoder-side refinement for the fixed decoder (effort > 1): gradient steps on the
@@ -251,17 +331,21 @@ class ImageCodec:
             opt.step()
         return Analysed(a.rgb, best_y, a.z, a.mean, a.log_scale_q)
 
-    def psnr_at(self, a: Analysed, level_milli: int) -> float:
+    def psnr_at(self, a: Analysed, level_milli: int, tune: str = "psnr") -> float:
         from tokc.metrics.image import psnr as _psnr
 
-        out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2])
+        out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2], tune)
         return _psnr(a.rgb, out)
 
     def decompress(self, data: bytes) -> np.ndarray:
+        codec = self.for_digest(fmt.read_header(data).weights_digest)
+        if codec is not self:  # a file of earlier weights
+            return codec.decompress(data)
         header, by_tag, z, c = self.decode_tokens(data)
         ImageMetadata.from_chunks(by_tag)  # a bad metadata chunk is an error, as in the CLI
         level_milli = header.rate_dict()["level_milli"]
-        rgb = self.reconstruct(c, level_milli, header.height, header.width)
+        tune = TUNES[header.rate_dict().get("tune", 0)]
+        rgb = self.reconstruct(c, level_milli, header.height, header.width, tune)
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
 

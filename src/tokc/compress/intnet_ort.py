@@ -8,7 +8,8 @@ input clip, and for the first layer at the tokens' actual range (checked on each
 network runs as one ONNX graph (graph_bytes): per layer Conv, bias, rescaling by 2**-shift with
 the rounding half, Floor, Clip, depth-to-space; the bias and rescaling in float32 where that is
 exact too, else in float64, where every one of them is exact. The graph is written here (a
-minimal protobuf writer: the core install has onnxruntime, not the `onnx` package) and runs on
+minimal protobuf writer, tokc.compress.onnx_proto: the core install has onnxruntime, not the
+`onnx` package) and runs on
 the CPU provider, whose convolutions are products and sums (im2col and GEMM, or NCHWc direct
 convolution; no Winograd or FFT), with bfloat16 fast math off. Otherwise the network runs in
 numpy (intnet.run), the spec; tests check that both give the same integers on the shipped
@@ -22,54 +23,12 @@ from functools import cached_property
 import numpy as np
 
 from tokc.compress import intnet
-
-# onnx.proto enums
-FLOAT, INT64, DOUBLE = 1, 7, 11  # TensorProto.DataType
-ATTR_INT, ATTR_INTS, ATTR_STRING = 2, 7, 3  # AttributeProto.AttributeType
-
-
-def _varint(v: int) -> bytes:
-    v &= (1 << 64) - 1  # negative int64: two's complement, ten bytes
-    out = bytearray()
-    while True:
-        out.append(v & 0x7F | (0x80 if v > 0x7F else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
-def _field(number: int, value: bytes | str | int) -> bytes:
-    """One protobuf field: a varint, or length-delimited bytes (a string, a sub-message)."""
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    if isinstance(value, str):
-        value = value.encode()
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _tensor(name: str, array: np.ndarray) -> bytes:  # TensorProto, float32, float64 or int64
-    elem, dtype = {np.dtype(np.float64): (DOUBLE, "<f8"), np.dtype(np.int64): (INT64, "<i8")}.get(
-        array.dtype, (FLOAT, "<f4"))
-    a = np.ascontiguousarray(array, dtype=dtype)
-    return b"".join(_field(1, d) for d in a.shape) + _field(2, elem) + _field(8, name) + _field(9, a.tobytes())
-
-
-def _attribute(name: str, value: int | str | list[int]) -> bytes:  # AttributeProto
-    if isinstance(value, list):
-        return _field(1, name) + b"".join(_field(8, v) for v in value) + _field(20, ATTR_INTS)
-    if isinstance(value, str):
-        return _field(1, name) + _field(4, value) + _field(20, ATTR_STRING)
-    return _field(1, name) + _field(3, value) + _field(20, ATTR_INT)
-
-
-def _node(op: str, inputs: list[str], output: str, **attributes) -> bytes:  # NodeProto
-    return (b"".join(_field(1, i) for i in inputs) + _field(2, output) + _field(4, op)
-            + b"".join(_field(5, _attribute(k, v)) for k, v in attributes.items()))
-
-
-def _value(name: str, dims: tuple[int | str, ...]) -> bytes:  # ValueInfoProto, float32
-    shape = b"".join(_field(1, _field(1, d) if isinstance(d, int) else _field(2, d)) for d in dims)
-    return _field(1, name) + _field(2, _field(1, _field(1, FLOAT) + _field(2, shape)))
+from tokc.compress.onnx_proto import DOUBLE, FLOAT  # noqa: F401
+from tokc.compress.onnx_proto import field as _field
+from tokc.compress.onnx_proto import node as _node
+from tokc.compress.onnx_proto import tensor as _tensor
+from tokc.compress.onnx_proto import value_info as _value
+from tokc.compress.onnx_proto import varint as _varint  # noqa: F401
 
 
 def float32_rescale_exact(layer: intnet.IntConv) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tokc import format as fmt
 from tokc.compress import entropy, intnet
 from tokc.compress.base import CodecError
 from tokc.compress.intnet_ort import Network
@@ -73,13 +74,19 @@ class LatentWeights:
 
     @property
     def sha256(self) -> str:
-        """The file's sha256 (hex), computed once."""
-        return self.file.sha256
+        """The file's sha256 (hex), computed once; of an archived version (tokc.compress.versions),
+        the sha256 of the file it was archived from, whose digest its files carry."""
+        return self.meta.get("archived_sha256") or self.file.sha256
+
+    @property
+    def archived(self) -> bool:
+        """A decode-only archive of earlier weights (tokc.compress.versions)."""
+        return "archived_sha256" in self.meta
 
     @property
     def digest(self) -> bytes:
         """The weights digest of .tokc headers."""
-        return self.file.digest
+        return bytes.fromhex(self.sha256)[: fmt.DIGEST_BYTES]
 
     @property
     def slice_channels(self) -> int:

@@ -223,12 +223,15 @@ def validate(path: Path, module, inp: str, outp: str, x: np.ndarray, tolerance: 
 
 
 def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precision: str = "fp32",
-                 calib_dir: Path | None = None, int8_scheme: str = "u8s8") -> dict:
+                 calib_dir: Path | None = None, int8_scheme: str = "u8s8",
+                 tune: str | None = None) -> dict:
     """Export g_a, h_a, g_s of a weights file at a precision into out_dir; validate each part;
-    write the sidecar. -> the sidecar as a dict."""
+    write the sidecar. tune: export instead the g_s of that tune's file beside the weights
+    (tokc-image-v1.<tune>.g_s.onnx and .onnx.json). -> the sidecar as a dict."""
     import torch
 
-    from tokc.compress.image import CODEC_ID, ImageWeights, TorchTransforms
+    from tokc.compress.image import CODEC_ID, ImageWeights, TorchTransforms, TuneWeights
+    from tokc.models import packed
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
@@ -236,7 +239,16 @@ def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precisio
         raise ValueError(f"unknown int8 scheme {int8_scheme!r} ({', '.join(INT8_SCHEMES)})")
     weights_path, out_dir = Path(weights_path), Path(out_dir)
     weights = ImageWeights(weights_path)
-    model = TorchTransforms(weights).model
+    codec_id, parts = CODEC_ID, PARTS
+    if tune is None:
+        model = TorchTransforms(weights).model
+    else:
+        if precision == "int8":
+            raise ValueError("a tune is exported in fp32 or fp16")
+        tuned = TuneWeights(weights, tune)
+        weights_path, codec_id = tuned.path, tuned.codec_id
+        model = packed.float_model(tuned.file, parts=("g_s",))
+        parts = {"g_s": PARTS["g_s"]}
     m = int(weights.config["m"])
     feeds = checks = None
     if precision == "int8":
@@ -247,7 +259,7 @@ def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precisio
         checks = part_inputs(weights, [centre_crop(p) for p in held_out])
     out_dir.mkdir(parents=True, exist_ok=True)
     sidecar = {
-        "codec": CODEC_ID,
+        "codec": codec_id,
         "precision": precision,
         "weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
         "weights_file": weights_path.name,
@@ -265,10 +277,10 @@ def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precisio
     # everything is written to a temporary folder beside the outputs, then renamed into place
     # (the sidecar last): a failed export never leaves a half-written or mismatched set
     with tempfile.TemporaryDirectory(prefix=".tokc-export-", dir=out_dir) as tmp:
-        for part, (inp, outp, m_in, m_out, cin, traced, check) in PARTS.items():
+        for part, (inp, outp, m_in, m_out, cin, traced, check) in parts.items():
             module = getattr(model, part)
             cin = cin or m
-            path = Path(tmp) / part_file_name(CODEC_ID, part, precision)
+            path = Path(tmp) / part_file_name(codec_id, part, precision)
             fp32 = path if precision == "fp32" else Path(tmp) / f"{part}.traced.onnx"
             # transposed convs as sub-pixel convs (exact; checked against `module` below)
             trace(subpixel.deployable(module), part, cin, fp32, opset)
@@ -289,7 +301,7 @@ def export_image(weights_path: Path, out_dir: Path, opset: int = OPSET, precisio
                 "traced_shape": [TRACED_BATCH, cin, *traced],
                 "validated_shape": list(x.shape), **errors,
             }
-        side_name = sidecar_name(CODEC_ID, precision)
+        side_name = sidecar_name(codec_id, precision)
         (Path(tmp) / side_name).write_text(json.dumps(sidecar, indent=1) + "\n")
         for name in [spec["file"] for spec in sidecar["parts"].values()] + [side_name]:
             os.replace(Path(tmp) / name, out_dir / name)
@@ -306,8 +318,11 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ap.add_argument("--calib", type=Path, default=None, help="training images for int8 calibration")
     ap.add_argument("--int8-scheme", choices=list(INT8_SCHEMES), default="u8s8")
+    ap.add_argument("--tune", help="export the g_s of this tune's file beside the weights "
+                    "(e.g. perceptual)")
     args = ap.parse_args(argv)
-    side = export_image(args.weights, args.out, args.opset, args.precision, args.calib, args.int8_scheme)
+    side = export_image(args.weights, args.out, args.opset, args.precision, args.calib,
+                        args.int8_scheme, args.tune)
     print(json.dumps({p: {k: v[k] for k in ("max_abs_err", "validated_shape")} for p, v in side["parts"].items()}))
 
 

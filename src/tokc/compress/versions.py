@@ -1,0 +1,150 @@
+"""Earlier weights of tokc-image-v1, kept so that every file a released tokc wrote keeps
+decoding after the shipped weights are replaced.
+
+Each shipped weights set is a codec version, named in a file's header by its digest. When the
+weights are replaced, the old file is archived (`archive`, `python -m tokc.compress.versions
+OLD.safetensors`) into weights/versions/ as a decode-only file: the synthesis g_s (fp16), the
+integer networks (8-bit weights stored as int8), the entropy tables and the gains, without the
+encoder's g_a, h_a and synth_gain; its meta keeps the original file's sha256, so it answers
+to the original digest. A decoder that meets a digest other than its weights' looks there
+(`find`) and decodes with that version. Its g_s runs in ONNX Runtime from a graph written from
+the weights when first used (`synthesis_graph`; no export files), or in torch with
+--backend torch. A tune file beside the old weights is archived beside the archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from tokc.compress import onnx_proto as pb
+from tokc.compress.base import CodecError
+from tokc.models import packed
+
+ENCODER_ONLY = ("g_a.", "h_a.", "synth_gain")
+GDN_EPS = 1e-6  # tokc.models.hyperprior.SimplifiedGDN's beta floor
+
+
+def archive_name(codec_id: str, digest: bytes, tune: str | None = None) -> str:
+    return f"{codec_id}.{digest.hex()}" + (f".{tune}" if tune else "") + ".safetensors"
+
+
+def find(folder: Path, codec_id: str, digest: bytes) -> Path | None:
+    """The archived weights of this digest in folder, or None."""
+    path = Path(folder) / archive_name(codec_id, digest)
+    return path if path.is_file() else None
+
+
+def _narrow(key: str, v: np.ndarray) -> np.ndarray:
+    """Integer network weights that fit in int8 are stored so (int_layers reads any int)."""
+    if v.dtype == np.int16 and key.endswith(".weight") and v.size and np.abs(v).max() <= 127:
+        return v.astype(np.int8)
+    return v
+
+
+def archive(weights_path: Path, folder: Path, tunes=("perceptual",)) -> list[Path]:
+    """Write the decode-only archive of a weights file (and of its tunes' files beside it) into
+    folder. -> the files written."""
+    f = packed.read(weights_path)
+    codec_id = f.meta.get("codec", "tokc-image-v1")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: _narrow(k, v) for k, v in f.tensors.items() if not k.startswith(ENCODER_ONLY)}
+    meta = {**f.meta, "archived_sha256": f.sha256, "archived_from": Path(weights_path).name}
+    out = folder / archive_name(codec_id, f.digest)
+    packed.write(out, tensors, meta)
+    written = [out]
+    for tune in tunes:
+        src = Path(weights_path).with_name(f"{Path(weights_path).stem}.{tune}.safetensors")
+        if src.is_file():
+            dst = folder / archive_name(codec_id, f.digest, tune)
+            dst.write_bytes(src.read_bytes())
+            written.append(dst)
+    return written
+
+
+def synthesis_graph(state: dict[str, np.ndarray], shortcut: bool) -> bytes:
+    """The ONNX model (opset 13) of tokc-image-v1's g_s (tokc.models.hyperprior.Synthesis) from
+    its float state: input y (1, M, h, w), output x (1, 3, 16h, 16w). Four 5x5 stride-2
+    transposed convolutions with the inverse simplified GDN between them (x * conv1x1(|x|)),
+    plus the 16x16 block transform's transpose."""
+    nodes, inits = [], []
+
+    def const(name: str, array) -> str:
+        inits.append(pb.field(5, pb.tensor(name, np.asarray(array, np.float32))))
+        return name
+
+    def op(name: str, *inputs: str, **attributes) -> str:
+        out = f"v{len(nodes)}"
+        nodes.append(pb.field(1, pb.node(name, list(inputs), out, **attributes)))
+        return out
+
+    up = {"kernel_shape": [5, 5], "strides": [2, 2], "pads": [2, 2, 2, 2], "output_padding": [1, 1]}
+    x = "y"
+    for i in (0, 2, 4, 6):
+        w, b = state[f"layers.{i}.weight"], state[f"layers.{i}.bias"]
+        x = op("ConvTranspose", x, const(f"w{i}", w), const(f"b{i}", b), **up)
+        if i < 6:
+            beta = state[f"layers.{i + 1}.beta_p"] ** 2 + GDN_EPS
+            gamma = state[f"layers.{i + 1}.gamma_p"] ** 2
+            norm = op("Conv", op("Abs", x), const(f"g{i}", gamma[:, :, None, None]), const(f"be{i}", beta),
+                      kernel_shape=[1, 1])
+            x = op("Mul", x, norm)
+    if shortcut:
+        block = op("ConvTranspose", "y", const("wb", state["block.weight"]), const("bb", state["block.bias"]),
+                   kernel_shape=[16, 16], strides=[16, 16])
+        x = op("Add", x, block)
+    m = state["layers.0.weight"].shape[0]
+    graph = (b"".join(nodes) + pb.field(2, "g_s") + b"".join(inits)
+             + pb.field(11, pb.value_info("y", (1, m, "height", "width")))
+             + pb.field(12, pb.value_info(x, (1, 3, "out_height", "out_width"))))
+    return pb.field(1, 7) + pb.field(7, graph) + pb.field(8, pb.field(1, "") + pb.field(2, 13))
+
+
+class GraphSynthesis:
+    """g_s of a packed file (weights or tune) in ONNX Runtime, from synthesis_graph: the
+    transforms object of an archived version (it decodes only)."""
+
+    name = "onnx-graph"
+
+    def __init__(self, file: packed.Packed, threads: int = 0):
+        import onnxruntime as ort
+
+        state = file.float_state("g_s")
+        graph = synthesis_graph(state, bool(file.meta["config"].get("shortcut")))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+    def run(self, part: str, x: np.ndarray) -> np.ndarray:
+        if part != "g_s":
+            raise CodecError("archived weights decode only: encode with the current weights")
+        return self.session.run(None, {"y": np.ascontiguousarray(x, np.float32)[None]})[0][0]
+
+
+def synthesis(file: packed.Packed, backend: str):
+    """The synthesis of an archived version on a backend: torch when asked for, else the graph."""
+    if backend == "torch":
+        from tokc.compress.backends import TorchTransforms
+
+        return TorchTransforms(SimpleNamespace(file=file),  # all it reads of a weights object
+                               build=lambda f: packed.float_model(f, parts=("g_s",)))
+    return GraphSynthesis(file)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Archive weights before they are replaced, so "
+                                 "that the files they made keep decoding.")
+    ap.add_argument("weights", type=Path, help="the weights file about to be replaced")
+    ap.add_argument("-o", "--out", type=Path,
+                    default=Path(__file__).resolve().parents[1] / "weights" / "versions")
+    args = ap.parse_args(argv)
+    for path in archive(args.weights, args.out):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

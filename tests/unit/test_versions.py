@@ -1,0 +1,87 @@
+"""Earlier weights keep decoding (tokc.compress.versions): a file made by weights A decodes,
+after the install's weights became B, with A's decode-only archive, to A's pixels; g_s of an
+archive runs from a graph written from its weights."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tokc import format as fmt
+from tokc.compress import versions
+from tokc.compress.base import CodecError
+from tokc.compress.image import ImageCodec, ImageWeights, tune_path
+
+torch = pytest.importorskip("torch")
+from tokc.train.image_tune import pack_tune  # noqa: E402
+
+
+def _photo(h=100, w=140, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / w
+    img = np.stack([128 + 90 * np.sin(8 * x + 3 * y), 120 + 60 * np.cos(6 * y), 70 + 140 * x * y], -1)
+    return np.clip(img + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def upgraded(tiny_weights, tiny_channel_weights, tmp_path):
+    """An install whose weights were A (tiny, with a perceptual tune) and are now B, with A
+    archived in versions/ as the upgrade would leave it."""
+    old = tmp_path / "old" / "tokc-image-v1.safetensors"
+    old.parent.mkdir()
+    shutil.copy(tiny_weights, old)
+    a = ImageWeights(old)
+    g_s = ImageCodec(a, backend="torch").transforms.model.g_s
+    gen = torch.Generator().manual_seed(5)
+    state = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in g_s.state_dict().items()}
+    torch.save({"g_s": state, "step": 1}, tmp_path / "ckpt.pt")
+    pack_tune(tmp_path / "ckpt.pt", a, tune_path(old, "perceptual"))
+    new = tmp_path / "new" / "tokc-image-v1.safetensors"
+    new.parent.mkdir()
+    shutil.copy(tiny_channel_weights, new)
+    written = versions.archive(old, new.parent / "versions")
+    return old, new, written
+
+
+def test_the_archive_is_decode_only_and_answers_to_the_old_digest(upgraded):
+    old, _, written = upgraded
+    assert [p.name for p in written] == [
+        f"tokc-image-v1.{ImageWeights(old).digest.hex()}.safetensors",
+        f"tokc-image-v1.{ImageWeights(old).digest.hex()}.perceptual.safetensors"]
+    w = ImageWeights(written[0])
+    assert w.archived and w.digest == ImageWeights(old).digest
+    assert not any(k.startswith(("g_a.", "h_a.")) for k in w.tensors)
+    assert written[0].stat().st_size < old.stat().st_size
+    with pytest.raises(CodecError, match="only decodes"):
+        ImageCodec(w).compress(_photo(), quality=50)
+
+
+@pytest.mark.parametrize("tune", ["psnr", "perceptual"])
+def test_a_file_of_the_old_weights_decodes_after_the_upgrade(upgraded, tune):
+    old, new, _ = upgraded
+    before = ImageCodec(ImageWeights(old), backend="torch")
+    data = before.compress(_photo(), quality=60, tune=tune).data
+    want = before.decompress(data)
+    after_torch = ImageCodec(ImageWeights(new), backend="torch")
+    assert after_torch.weights.digest != before.weights.digest
+    np.testing.assert_array_equal(after_torch.decompress(data), want)  # same float graph
+    got = ImageCodec(ImageWeights(new), backend="auto").decompress(data)  # the written graph
+    assert np.abs(got.astype(int) - want).max() <= 1
+    assert after_torch.for_digest(before.weights.digest).weights.archived
+
+
+def test_without_the_archive_the_mismatch_is_named(tiny_weights, tiny_channel_weights):
+    data = ImageCodec(ImageWeights(tiny_weights), backend="torch").compress(_photo(), quality=40).data
+    with pytest.raises(fmt.WeightsMismatchError, match=ImageWeights(tiny_weights).digest.hex()):
+        ImageCodec(ImageWeights(tiny_channel_weights), backend="torch").decompress(data)
+
+
+def test_synthesis_graph_is_g_s(tiny_weights):
+    w = ImageWeights(tiny_weights)
+    g_s = ImageCodec(w, backend="torch").transforms.model.g_s
+    y = np.random.default_rng(0).normal(0, 2, (1, int(w.config["m"]), 5, 7)).astype(np.float32)
+    with torch.no_grad():
+        want = g_s(torch.from_numpy(y)).numpy()[0]
+    got = versions.GraphSynthesis(w.file).run("g_s", y[0])
+    assert got.shape == want.shape == (3, 80, 112)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
