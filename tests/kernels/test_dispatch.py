@@ -18,14 +18,15 @@ def test_automatic_choice_is_reference_on_cpu():
     assert choose(None, torch.zeros(3)) == "torch"
 
 
-def test_env_forces_and_argument_wins(monkeypatch, needs_triton):
+def test_env_forces_and_argument_wins(monkeypatch, needs_triton, device):
+    t = torch.zeros(3, device=device)  # CPU tensors under the interpreter, CUDA ones compiled
     monkeypatch.setenv("TOKC_KERNEL_IMPL", "torch")
-    assert choose(None, torch.zeros(3)) == "torch"
+    assert choose(None, t) == "torch"
     monkeypatch.setenv("TOKC_KERNEL_IMPL", "triton")
-    assert choose(None, torch.zeros(3)) == "triton"  # interpreter runs CPU tensors
-    assert choose("torch", torch.zeros(3)) == "torch"
+    assert choose(None, t) == "triton"
+    assert choose("torch", t) == "torch"
     monkeypatch.setenv("TOKC_KERNEL_IMPL", "auto")
-    assert choose(None, torch.zeros(3)) == "torch"
+    assert choose(None, t) == ("triton" if t.is_cuda else "torch")
 
 
 def test_unknown_impl_raises(monkeypatch):

@@ -106,11 +106,19 @@ def test_bad_shapes():
 
 
 def test_backward_with_gpu_tiles(gen, device, needs_triton, monkeypatch):
-    """The GPU backward uses 8x8 pixel tiles; check that configuration in the interpreter too."""
+    """The GPU configurations (8x8 pixel tiles in the backward, at most 32 channels a program
+    in the forward, 8 warps): check them in the interpreter too."""
     from tokc.kernels._dispatch import triton_module
 
     mod = triton_module("splat")
     default = mod._config
-    monkeypatch.setattr(mod, "_config", lambda c, backward=False: (8, 8, 32, default(c)[3]) if backward else default(c))
+
+    def gpu_config(c, backward=False):
+        with monkeypatch.context() as m:
+            m.setattr(mod, "interpreting", lambda: False)
+            return default(c, backward)
+
+    assert gpu_config(70)[3] == 32 and gpu_config(70, True)[:2] == (8, 8)
+    monkeypatch.setattr(mod, "_config", gpu_config)
     check(gen, device, 37, 23, 41, 5, torch.float32)
     check(gen, device, 5, 17, 9, 70, torch.float32)

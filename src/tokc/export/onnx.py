@@ -144,14 +144,25 @@ def to_int8(src: Path, dst: Path, input_name: str, calibration: list[np.ndarray]
         def get_next(self):
             return next(self.feeds, None)
 
-    act, symmetric = INT8_SCHEMES[scheme]
+    act, _ = INT8_SCHEMES[scheme]
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8,
                         per_channel=True, op_types_to_quantize=list(INT8_OPS),
-                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+                        extra_options=int8_options(scheme))
+
+
+def int8_options(scheme: str) -> dict:
+    """quantize_static's extra options for a scheme. s8s8 (TensorRT): biases stay float;
+    quantized, they become DequantizeLinear nodes with int32 inputs, which TensorRT's ONNX
+    parser refuses (its DequantizeLinear takes INT8/FP8/INT4)."""
+    _, symmetric = INT8_SCHEMES[scheme]
+    options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if scheme == "s8s8":
+        options["QuantizeBias"] = False
+    return options
 
 
 def calibration_files(folder: Path, n: int = CALIB_IMAGES) -> tuple[list[Path], list[Path]]:

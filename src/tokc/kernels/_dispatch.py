@@ -9,6 +9,7 @@ While tracing or exporting, the automatic choice is the reference: ONNX never se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -117,3 +118,24 @@ def kernel_dtype(t: torch.Tensor) -> torch.Tensor:
 
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on the tensor's GPU: Triton launches go to the current device, so tensors on
+    cuda:1 while cuda:0 is current would be read through the wrong context."""
+    if t.is_cuda:
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def check_indices(indices: torch.Tensor, size: int, what: str) -> None:
+    """Token indices must lie in [0, size): out of range, a kernel would read outside its
+    tables (and negative floor division and modulo differ between Triton and torch). Raises
+    IndexError, as torch's indexing does; skipped while tracing (data-dependent)."""
+    if _tracing() or indices.numel() == 0:
+        return
+    if indices.is_floating_point():
+        raise TypeError(f"{what} indices must be integers, got {indices.dtype}")
+    lo, hi = int(indices.min()), int(indices.max())
+    if lo < 0 or hi >= size:
+        raise IndexError(f"{what} indices must be in [0, {size}), got values in [{lo}, {hi}]")

@@ -6,14 +6,15 @@ import torch
 import triton
 import triton.language as tl
 
-from tokc.kernels._dispatch import interpreting, kernel_dtype
+from tokc.kernels._dispatch import device_guard, interpreting, kernel_dtype
 from tokc.kernels.flow_step.reference import scalars_from_sums
 
 
 @triton.jit
 def _apg_sums_kernel(vc_ptr, vu_ptr, part_ptr, per_sample, n_blocks, BLOCK: tl.constexpr):
-    b = tl.program_id(0)
-    blk = tl.program_id(1)
+    pid = tl.program_id(0)  # (sample, block) flattened on axis 0: axes 1 and 2 stop at 65,535
+    b = pid // n_blocks
+    blk = pid % n_blocks
     offs = blk * BLOCK + tl.arange(0, BLOCK)
     ok = offs < per_sample
     base = b.to(tl.int64) * per_sample
@@ -59,6 +60,14 @@ def _block() -> int:
     return 4096 if interpreting() else 1024
 
 
+def apg_sums_grid(batch: int, per_sample: int, block: int) -> tuple[tuple[int], int]:
+    """(launch grid, blocks per sample) of the APG reduction: every program on axis 0 (up to
+    2**31 - 1 programs; grid axes 1 and 2 stop at 65,535, which would cap a sample at 67 M
+    elements)."""
+    nb = triton.cdiv(per_sample, block)
+    return (batch * nb,), nb
+
+
 def flow_step(x, v_cond, v_uncond, dt: float, guidance: float, *, x_pred=None, mode: str = "cfg",
               apg_eta: float = 0.0, apg_norm_threshold: float = 0.0) -> torch.Tensor:
     xk = kernel_dtype(x).contiguous()
@@ -73,15 +82,16 @@ def flow_step(x, v_cond, v_uncond, dt: float, guidance: float, *, x_pred=None, m
     apg = mode == "apg" and v_uncond is not None
     block = _block()
     sk = torch.zeros(1, dtype=torch.float32, device=x.device)
-    if apg:
-        b = x.shape[0]
-        nb = triton.cdiv(per_sample, block)
-        part = torch.empty(b, nb, 3, dtype=torch.float32, device=x.device)
-        _apg_sums_kernel[(b, nb)](vc, vu, part, per_sample, nb, BLOCK=block)
-        sums = part.sum(1)
-        s, k = scalars_from_sums(sums[:, 0], sums[:, 1], sums[:, 2], apg_norm_threshold)
-        sk = torch.stack([s, k], 1).contiguous()
-    _flow_step_kernel[(triton.cdiv(total, block),)](
-        xk, vc, vu, xp, sk, out, total, per_sample, float(dt), float(guidance), float(apg_eta),
-        HAS_VU=v_uncond is not None, HEUN=x_pred is not None, APG=apg, BLOCK=block)
+    with device_guard(xk):
+        if apg:
+            b = x.shape[0]
+            grid, nb = apg_sums_grid(b, per_sample, block)
+            part = torch.empty(b, nb, 3, dtype=torch.float32, device=x.device)
+            _apg_sums_kernel[grid](vc, vu, part, per_sample, nb, BLOCK=block)
+            sums = part.sum(1)
+            s, k = scalars_from_sums(sums[:, 0], sums[:, 1], sums[:, 2], apg_norm_threshold)
+            sk = torch.stack([s, k], 1).contiguous()
+        _flow_step_kernel[(triton.cdiv(total, block),)](
+            xk, vc, vu, xp, sk, out, total, per_sample, float(dt), float(guidance), float(apg_eta),
+            HAS_VU=v_uncond is not None, HEUN=x_pred is not None, APG=apg, BLOCK=block)
     return out.to(x.dtype)

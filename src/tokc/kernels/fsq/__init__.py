@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from tokc.kernels._dispatch import choose, triton_module
+from tokc.kernels._dispatch import check_indices, choose, triton_module
 from tokc.kernels.fsq import reference
 
 __all__ = ["fsq_quantize", "fsq_codes_to_indices", "fsq_indices_to_codes"]
@@ -27,7 +28,8 @@ def fsq_codes_to_indices(codes: torch.Tensor, levels: Sequence[int]) -> torch.Te
 
 def fsq_indices_to_codes(indices: torch.Tensor, levels: Sequence[int], dtype=torch.float32,
                          impl: str | None = None) -> torch.Tensor:
-    """indices (...) -> codes (..., len(levels)) in [-1, 1]."""
+    """indices (...) in [0, prod(levels)) -> codes (..., len(levels)) in [-1, 1]."""
+    check_indices(indices, math.prod(int(v) for v in levels), "FSQ")
     if choose(impl, indices) == "triton":
         return triton_module("fsq").indices_to_codes(indices, levels, dtype)
     return reference.indices_to_codes(indices, levels, dtype)

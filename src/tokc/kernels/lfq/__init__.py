@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tokc.kernels._dispatch import choose, triton_module
+from tokc.kernels._dispatch import check_indices, choose, triton_module
 from tokc.kernels.lfq import reference
 
 __all__ = ["lfq_quantize", "lfq_codes_to_indices", "lfq_indices_to_codes"]
@@ -25,7 +25,8 @@ def lfq_codes_to_indices(codes: torch.Tensor, group_bits: int = 8) -> torch.Tens
 
 def lfq_indices_to_codes(indices: torch.Tensor, group_bits: int = 8, dtype=torch.float32,
                          impl: str | None = None) -> torch.Tensor:
-    """indices (..., G) -> codes (..., G·group_bits) of ±1."""
+    """indices (..., G), each in [0, 2**group_bits) -> codes (..., G·group_bits) of ±1."""
+    check_indices(indices, 1 << group_bits, "LFQ")
     if choose(impl, indices) == "triton":
         return triton_module("lfq").indices_to_codes(indices, group_bits, dtype)
     return reference.indices_to_codes(indices, group_bits, dtype)

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokc.kernels._dispatch import interpreting, kernel_dtype, next_pow2
+from tokc.kernels._dispatch import device_guard, interpreting, kernel_dtype, next_pow2
 from tokc.kernels.lfq.reference import _check
 
 
@@ -50,8 +50,9 @@ def lfq_quantize(z: torch.Tensor, group_bits: int = 8) -> tuple[torch.Tensor, to
     idx = torch.empty(r, dtype=torch.int64, device=z.device)
     if r:
         br = _block_r(r, group_bits)
-        _lfq_quantize_kernel[(triton.cdiv(r, br),)](
-            zk, codes, idx, r, group_bits, BLOCK_R=br, BLOCK_G=next_pow2(group_bits))
+        with device_guard(zk):
+            _lfq_quantize_kernel[(triton.cdiv(r, br),)](
+                zk, codes, idx, r, group_bits, BLOCK_R=br, BLOCK_G=next_pow2(group_bits))
     groups = z.shape[-1] // group_bits
     return codes.to(z.dtype).reshape(z.shape), idx.reshape(*z.shape[:-1], groups)
 
@@ -63,6 +64,7 @@ def indices_to_codes(indices: torch.Tensor, group_bits: int = 8, dtype=torch.flo
     codes = torch.empty(r, group_bits, dtype=kdtype, device=indices.device)
     if r:
         br = _block_r(r, group_bits)
-        _lfq_codes_kernel[(triton.cdiv(r, br),)](
-            idx, codes, r, group_bits, BLOCK_R=br, BLOCK_G=next_pow2(group_bits))
+        with device_guard(idx):
+            _lfq_codes_kernel[(triton.cdiv(r, br),)](
+                idx, codes, r, group_bits, BLOCK_R=br, BLOCK_G=next_pow2(group_bits))
     return codes.to(dtype).reshape(*indices.shape[:-1], indices.shape[-1] * group_bits)

@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokc.kernels._dispatch import interpreting, next_pow2
+from tokc.kernels._dispatch import device_guard, interpreting, next_pow2
 from tokc.kernels.splat.reference import check, pixel_grid
 
 _SLACK = 1e-5  # culling is conservative; the per-pixel test decides exactly
@@ -181,14 +181,19 @@ def _splat_bwd_feat_kernel(
              mask=ok[:, None] & c_ok[None, :])
 
 
-def _config(c: int, backward: bool = False) -> tuple[int, int, int, int]:
-    """(TILE_H, TILE_W, BLOCK_M, BLOCK_C). Untuned: no GPU was lent when this was written.
-    The backward keeps ~7 (pixels x Gaussians) temporaries live, so it gets smaller tiles on
-    a GPU; the interpreter prefers few large steps."""
-    block_c = max(16, min(64, next_pow2(c)))
-    if backward and not interpreting():
-        return 8, 8, 32, block_c
-    return 16, 16, 32, block_c
+def _config(c: int, backward: bool = False) -> tuple[int, int, int, int, int]:
+    """(TILE_H, TILE_W, BLOCK_M, BLOCK_C, num_warps). Untuned: no GPU was lent when this was
+    written. The forward's accumulator is TILE_H*TILE_W x BLOCK_C float32 per program: 16x16
+    pixels x 32 channels over 8 warps is 32 registers a thread (64 channels over 4 warps was
+    128, which spills); wider features take more channel programs (grid axis 1). The backward
+    keeps ~7 (pixels x Gaussians) temporaries live, so it gets smaller tiles on a GPU; the
+    interpreter prefers few large steps. `register_report` gives n_regs / n_spills."""
+    if interpreting():
+        return 16, 16, 32, max(16, min(64, next_pow2(c))), 4
+    block_c = max(16, min(32, next_pow2(c)))
+    if backward:
+        return 8, 8, 32, block_c, 4
+    return 16, 16, 32, block_c, 8
 
 
 def _sort_by_tile(means: torch.Tensor, height: int, width: int, tile_h: int, tile_w: int) -> torch.Tensor:
@@ -204,12 +209,14 @@ def _forward(means, sigmas, rhos, features, height, width, cutoff):
     out = torch.zeros(height, width, c, dtype=torch.float32, device=features.device)
     if m == 0 or c == 0 or height == 0 or width == 0:
         return out
-    th, tw, bm, bc = _config(c)
+    th, tw, bm, bc, warps = _config(c)
     ntx = triton.cdiv(width, tw)
     grid = (triton.cdiv(height, th) * ntx, triton.cdiv(c, bc))
-    _splat_fwd_kernel[grid](
-        means, sigmas, rhos, features, xs, ys, out, m, height, width, c, ntx, float(cutoff), _SLACK,
-        TILE_H=th, TILE_W=tw, BLOCK_M=bm, BLOCK_C=bc)
+    with device_guard(features):
+        compiled = _splat_fwd_kernel[grid](
+            means, sigmas, rhos, features, xs, ys, out, m, height, width, c, ntx, float(cutoff),
+            _SLACK, TILE_H=th, TILE_W=tw, BLOCK_M=bm, BLOCK_C=bc, num_warps=warps)
+    _last_launch["forward"] = compiled
     return out
 
 
@@ -222,14 +229,35 @@ def _backward(means, sigmas, rhos, features, grad_out, height, width, cutoff):
     gf = torch.zeros(m, c, dtype=torch.float32, device=features.device)
     if m == 0 or c == 0 or height == 0 or width == 0:
         return gm, gs, gr, gf
-    th, tw, bm, bc = _config(c, backward=True)
+    th, tw, bm, bc, warps = _config(c, backward=True)
     args = (m, height, width, c, float(cutoff), _SLACK)
-    meta = dict(TILE_H=th, TILE_W=tw, BLOCK_M=bm, BLOCK_C=bc)
-    _splat_bwd_params_kernel[(triton.cdiv(m, bm),)](
-        means, sigmas, rhos, features, xs, ys, grad_out, gm, gs, gr, *args, **meta)
-    _splat_bwd_feat_kernel[(triton.cdiv(m, bm), triton.cdiv(c, bc))](
-        means, sigmas, rhos, xs, ys, grad_out, gf, *args, **meta)
+    meta = dict(TILE_H=th, TILE_W=tw, BLOCK_M=bm, BLOCK_C=bc, num_warps=warps)
+    with device_guard(features):
+        _last_launch["backward_params"] = _splat_bwd_params_kernel[(triton.cdiv(m, bm),)](
+            means, sigmas, rhos, features, xs, ys, grad_out, gm, gs, gr, *args, **meta)
+        _last_launch["backward_features"] = _splat_bwd_feat_kernel[(triton.cdiv(m, bm), triton.cdiv(c, bc))](
+            means, sigmas, rhos, xs, ys, grad_out, gf, *args, **meta)
     return gm, gs, gr, gf
+
+
+_last_launch: dict = {}  # the compiled kernels of the last launches (None under the interpreter)
+
+
+def register_report(channels: int = 64, gaussians: int = 512, size: int = 128) -> dict:
+    """Registers and spills per thread of the forward and backward kernels at a channel count,
+    from the compiled kernels (a GPU; the interpreter compiles nothing: None)."""
+    gen = torch.Generator().manual_seed(0)
+    dev = "cuda" if torch.cuda.is_available() and not interpreting() else "cpu"
+    means = (torch.rand(gaussians, 2, generator=gen) * 2 - 1).to(dev).requires_grad_()
+    sigmas = (torch.rand(gaussians, 2, generator=gen) * 0.05 + 0.01).to(dev)
+    rhos = torch.zeros(gaussians, device=dev)
+    feats = torch.randn(gaussians, channels, generator=gen).to(dev)
+    splat(means, sigmas, rhos, feats, size, size).sum().backward()
+    out = {}
+    for name, k in _last_launch.items():
+        out[name] = None if k is None else {"n_regs": getattr(k, "n_regs", None),
+                                             "n_spills": getattr(k, "n_spills", None)}
+    return out
 
 
 def _prep(t: torch.Tensor) -> torch.Tensor:
@@ -239,7 +267,7 @@ def _prep(t: torch.Tensor) -> torch.Tensor:
 class _Splat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, sigmas, rhos, features, height, width, cutoff):
-        th, tw, _, _ = _config(features.shape[1])
+        th, tw, _, _, _ = _config(features.shape[1])
         order = _sort_by_tile(means.detach(), height, width, th, tw)
         p = [_prep(t.detach()[order]) for t in (means, sigmas, rhos, features)]
         out = _forward(*p, height, width, cutoff)

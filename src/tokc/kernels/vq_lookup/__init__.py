@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tokc.kernels._dispatch import choose, triton_module
+from tokc.kernels._dispatch import check_indices, choose, triton_module
 from tokc.kernels.vq_lookup import reference
 
 __all__ = ["vq_lookup", "indices_to_codes"]
@@ -22,7 +22,9 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, metric: str = "euclidean"
 
 def indices_to_codes(indices: torch.Tensor, codebook: torch.Tensor,
                      impl: str | None = None) -> torch.Tensor:
-    """codebook[indices]: (..., D) for indices of any shape."""
+    """codebook[indices]: (..., D) for indices of any shape, each in [0, K) (IndexError
+    otherwise)."""
+    check_indices(indices, codebook.shape[0], "codebook")
     if choose(impl, indices, codebook) == "triton":
         return triton_module("vq_lookup").indices_to_codes(indices, codebook)
     return reference.indices_to_codes(indices, codebook)

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokc.kernels._dispatch import interpreting, kernel_dtype, next_pow2
+from tokc.kernels._dispatch import device_guard, interpreting, kernel_dtype, next_pow2
 from tokc.kernels.vq_lookup.reference import prepare_codebook
 
 
@@ -81,11 +81,12 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, metric: str = "euclidean"
     if k == 0:
         raise ValueError("empty codebook")
     bn, bk, bd = _blocks(n, k, d)
-    _vq_lookup_kernel[(triton.cdiv(n, bn),)](
-        x, c, bias, out, n, k, d, x.stride(0), c.stride(0),
-        SCALE=2.0 if metric == "euclidean" else 1.0,
-        BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd,
-    )
+    with device_guard(x):
+        _vq_lookup_kernel[(triton.cdiv(n, bn),)](
+            x, c, bias, out, n, k, d, x.stride(0), c.stride(0),
+            SCALE=2.0 if metric == "euclidean" else 1.0,
+            BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd,
+        )
     return out
 
 
@@ -97,6 +98,7 @@ def indices_to_codes(indices: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
     out = torch.empty(n, d, dtype=cb.dtype, device=cb.device)
     if n:
         bn, bd = 64, min(128, next_pow2(d))
-        _gather_kernel[(triton.cdiv(n, bn), triton.cdiv(d, bd))](
-            idx, cb, out, n, d, cb.stride(0), BLOCK_N=bn, BLOCK_D=bd)
+        with device_guard(cb):
+            _gather_kernel[(triton.cdiv(n, bn), triton.cdiv(d, bd))](
+                idx, cb, out, n, d, cb.stride(0), BLOCK_N=bn, BLOCK_D=bd)
     return out.to(codebook.dtype).reshape(*shape, d)
