@@ -144,7 +144,7 @@ def test_wavtokenizer_encoder_any_length(tmp_path):
     codes, latents = enc.run(None, {"audio": io["audio"]})
     np.testing.assert_array_equal(codes, io["codes"])
     assert np.abs(latents - io["encoder_out"]).max() < 1e-4
-    audio = dec.run(None, {"codes": io["codes"]})[0]
+    audio = dec.run(None, {"codes": io["codes"], "bandwidth_id": np.array([0], dtype=np.int64)})[0]
     assert np.abs(audio - io["audio_out_from_codes"]).max() < 1e-3
     from tokc.models import wavtokenizer as wt
 

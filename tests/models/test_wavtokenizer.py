@@ -147,10 +147,11 @@ def test_onnx_export_matches_fixture(model, io, tmp_path):
     np.testing.assert_array_equal(codes, io["codes"])
     np.testing.assert_allclose(lat, io["encoder_out"], rtol=0, atol=1e-5)
     sess = ort.InferenceSession(str(dec), so)
-    audio = sess.run(None, {"codes": io["codes"]})[0]
+    bw = np.array([model.bandwidth_id], dtype=np.int64)
+    audio = sess.run(None, {"codes": io["codes"], "bandwidth_id": bw})[0]
     np.testing.assert_allclose(audio, io["audio_out"], rtol=0, atol=AUDIO_ATOL)
     part = io["codes"][:, :, :17]  # the frame axis is dynamic
-    np.testing.assert_allclose(sess.run(None, {"codes": part})[0],
+    np.testing.assert_allclose(sess.run(None, {"codes": part, "bandwidth_id": bw})[0],
                                model.decode(torch.from_numpy(part)).numpy(), rtol=0, atol=AUDIO_ATOL)
 
 
@@ -160,3 +161,37 @@ def test_unrolled_lstm_matches_nn_lstm(model):
     with torch.no_grad():
         ref, _ = slstm.lstm(seq)
         np.testing.assert_allclose(slstm.unrolled(seq).numpy(), ref.numpy(), rtol=0, atol=1e-5)
+
+
+def test_decoder_graph_takes_the_bandwidth_id(model, io, tmp_path):
+    """The adaptive layer norms' row is a graph input: with rows that differ, the ONNX decoder
+    at ids 0 and 3 gives the torch decode at each (within the export's tolerance), and the two
+    differ (the export once folded id 0 in as a constant)."""
+    import copy
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from tokc.export import tokenizers
+
+    m = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith(("scale.weight", "shift.weight")):
+                p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    graph = next(g for g in wt.onnx_graphs(m) if g.part == "decoder")
+    assert graph.inputs == ("codes", "bandwidth_id")
+    path = tmp_path / "decoder.onnx"
+    tokenizers.trace(graph, path, tokenizers.OPSET)
+    report = tokenizers.validate(path, graph)  # validated at the last id, 3
+    assert graph.checked[1].tolist() == [3] and report["outputs"]["audio"]["max_abs_err"] < 1e-3
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    codes = io["codes"][:, :, :20]
+    outs = {}
+    for bw in (0, 3):
+        got = sess.run(None, {"codes": codes, "bandwidth_id": np.array([bw], dtype=np.int64)})[0]
+        with torch.no_grad():
+            want = m.decode(torch.from_numpy(codes), bandwidth_id=bw).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=tokenizers.TOLERANCE[0] + 1e-3 * np.abs(want).max())
+        outs[bw] = got
+    assert np.abs(outs[0] - outs[3]).max() > 1e-3

@@ -528,16 +528,17 @@ class EncoderGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """int64 codes (n_q, B, frames) -> audio (B, frames*hop); bandwidth row folded in."""
+    """int64 codes (n_q, B, frames) and bandwidth_id (1,) int64 -> audio (B, frames*hop). The
+    bandwidth id picks the adaptive layer norms' rows: a graph input, not a constant, so a
+    checkpoint decoded with another id than 0 gives the torch decode."""
 
-    def __init__(self, model: WavTokenizer, bandwidth_id: int = 0):
+    def __init__(self, model: WavTokenizer):
         super().__init__()
         self.model = model
-        self.bandwidth_id = int(bandwidth_id)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, bandwidth_id: torch.Tensor) -> torch.Tensor:
         m = self.model
-        return m.head(m.backbone(m.quantizer.indices_to_codes(codes), self.bandwidth_id))
+        return m.head(m.backbone(m.quantizer.indices_to_codes(codes), bandwidth_id))
 
 
 MIN_SAMPLES_HOPS = 8  # the encoder graph takes at least 8 hops of audio (SEANet's reflect pads)
@@ -562,12 +563,16 @@ def onnx_graphs(model: WavTokenizer, token_axis: str = "dynamic") -> list[Graph]
         build=lambda path, opset, export: _encoder_onnx(model, path, opset, export),
     )
     f = Dim("frames", min=2, max=100000)
+    n_ids = cfg.adanorm_num_embeddings
     dec = Graph(
-        "decoder", DecoderGraph(model, model.bandwidth_id).eval(), ("codes",), ("audio",),
-        ((1, "batch", "frames"),), (("batch", f"{hop}*frames"),),
-        (torch.randint(0, cfg.codebook_size, (1, TRACED_BATCH, 16), generator=gen),),
-        ({1: batch, 2: f},),
-        (rng.integers(0, cfg.codebook_size, (1, CHECK_BATCH, 11), dtype=np.int64),),
+        "decoder", DecoderGraph(model).eval(), ("codes", "bandwidth_id"), ("audio",),
+        ((1, "batch", "frames"), (1,)), (("batch", f"{hop}*frames"),),
+        (torch.randint(0, cfg.codebook_size, (1, TRACED_BATCH, 16), generator=gen),
+         torch.tensor([0], dtype=torch.int64)),
+        ({1: batch, 2: f}, None),
+        # validated at the last id (another than the traced one, where the model has several)
+        (rng.integers(0, cfg.codebook_size, (1, CHECK_BATCH, 11), dtype=np.int64),
+         np.array([n_ids - 1], dtype=np.int64)),
     )
     return [enc, dec]
 
@@ -575,7 +580,9 @@ def onnx_graphs(model: WavTokenizer, token_axis: str = "dynamic") -> list[Graph]
 def onnx_constraints(model: WavTokenizer) -> dict:
     return {"sample_rate": model.config.sample_rate, "hop": model.config.hop,
             "min_samples": MIN_SAMPLES_HOPS * model.config.hop, "min_frames": 2,
-            "codebook_size": model.config.codebook_size}
+            "codebook_size": model.config.codebook_size,
+            "bandwidth_ids": model.config.adanorm_num_embeddings,
+            "bandwidth_id_default": model.bandwidth_id}
 
 
 class _Seq(nn.Module):
