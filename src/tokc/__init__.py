@@ -21,8 +21,17 @@ from tokc.compress.base import MAX_PIXELS as _MAX_PIXELS  # noqa: E402
 from tokc.compress.base import Sound  # noqa: E402
 from tokc.compress.pixels import ImageMetadata  # noqa: E402
 
-__all__ = ["ImageMetadata", "Sound", "__version__", "compress", "decompress", "open_model",
+__all__ = ["ImageMetadata", "Sound", "__version__", "compress", "decompress", "load_exported", "open_model",
            "read_metadata"]
+
+
+def load_exported(folder, device: str = "cpu", threads: int | None = None):
+    """A published tokenizer from its `tokc export --arch` folder, on ONNX Runtime (device
+    cpu or cuda) or TensorRT (device tensorrt), without torch: .encode(x) -> tokens,
+    .decode(tokens, **inputs) -> image or audio, numpy in and out (tokc.runtimes.exported)."""
+    from tokc.runtimes.exported import load_exported as load
+
+    return load(folder, device, threads)
 
 
 def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
