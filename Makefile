@@ -20,7 +20,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[torch,bench,dev]'
+	$(BIN)/python -m pip install -q -e '.[torch,bench,dev,batch]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -50,7 +50,7 @@ def _register() -> None:
     # Subcommands register themselves on import; a module that is not written yet is skipped.
     import importlib
 
-    for name in ("info", "bench", "codec", "export", "train", "inspect"):
+    for name in ("info", "bench", "codec", "export", "train", "inspect", "batch"):
         try:
             importlib.import_module(f"tokc.cli.{name}")
         except ModuleNotFoundError as e:
