@@ -1,5 +1,6 @@
-"""`tokc batch`: compress or decompress whole folder trees, on a local process pool (default)
-or on a Ray cluster (`ray=`), with one code path per item.
+"""`tokc batch`: compress or decompress whole folder trees, or turn a dataset into token
+arrays with a published tokenizer (`tokenize`), on a local process pool (default) or on a Ray
+cluster (`ray=`), with one code path per item.
 
     run(Job("compress", src, dst, options={"quality": 60}), workers=2)
 
@@ -254,7 +255,8 @@ def _pool_pass(items: list[Item], job: Job, workers: int, done, fn: Callable) ->
                     broken = True
                     continue
                 finished.add(futures[fut].input)
-                done(rec)
+                for r in rec if isinstance(rec, list) else [rec]:  # a shard gives one per item
+                    done(r)
             if broken:
                 started = set()
                 while not queue.empty():
@@ -306,7 +308,9 @@ def _run_ray(items: list[Item], job: Job, workers: int | None, address: str | No
             ready, pending = ray.wait(pending, num_returns=1)
             it = refs[ready[0]]
             try:
-                done(ray.get(ready[0]))
+                rec = ray.get(ready[0])
+                for r in rec if isinstance(rec, list) else [rec]:
+                    done(r)
             except Exception as e:  # the task's worker died more than RETRIES times
                 done({"input": it.input, "output": it.output, "status": "failed",
                       "error": f"{type(e).__name__}: {e}".splitlines()[0][:300]})
@@ -329,3 +333,167 @@ def summarize(records: list[dict]) -> dict:
     if kbps:
         out["mean_kbps"] = round(sum(kbps) / len(kbps), 3)
     return out
+
+
+# -- tokenize: a dataset to token arrays (sharded Parquet) -----------------------------------
+
+TOKENIZE_ARCHS = {"one-d-piece": "image", "titok-vq": "image", "wetok": "image", "wavtokenizer": "audio"}
+SHARD_PREFIX = "tokens-"
+
+
+def plan_tokenize(src: str, dst: str, arch: str, shard_size: int) -> list[Item]:
+    """Shards of the sorted inputs: Item(input = the shard's paths, one per line; output =
+    DST/tokens-NNNNN.parquet)."""
+    if arch not in TOKENIZE_ARCHS:
+        raise ValueError(f"tokenize takes --arch {', '.join(TOKENIZE_ARCHS)}, not {arch!r}")
+    root, files = list_inputs(src, "compress")
+    suffixes = AUDIO_SUFFIXES if TOKENIZE_ARCHS[arch] == "audio" else IMAGE_SUFFIXES
+    files = [f for f in files if f.suffix.lower() in suffixes]
+    shards = [files[i : i + shard_size] for i in range(0, len(files), shard_size)]
+    return [Item("\n".join(str(f) for f in shard), str(Path(dst) / f"{SHARD_PREFIX}{k:05d}.parquet"))
+            for k, shard in enumerate(shards)]
+
+
+_tokenizers: dict = {}
+
+
+def _tokenizer(arch: str, checkpoint: str):
+    if (arch, checkpoint) not in _tokenizers:
+        import torch
+
+        from tokc.models import load_pretrained
+        from tokc.models.checkpoints import resolve
+
+        torch.set_num_threads(1)  # one thread a worker: the same tokens on every worker and run
+        model = load_pretrained(checkpoint, arch=arch).eval()
+        _tokenizers[(arch, checkpoint)] = (model, fmt.sha256_file(resolve(checkpoint)[1]))
+    return _tokenizers[(arch, checkpoint)]
+
+
+def _model_input(arch: str, model, path: str, image_size: int):
+    """One input as the tokenizer takes it: an image resized to the model's size (One-D-Piece,
+    TiTok: their configured size, in [0, 1]; WeTok: image_size square, in [-1, 1]); audio as
+    mono at the model's rate."""
+    import numpy as np
+
+    if TOKENIZE_ARCHS[arch] == "audio":
+        import soxr
+
+        from tokc.compress.sound import read_sound
+
+        sound = read_sound(path)
+        x = sound.samples.mean(1) if sound.samples.ndim == 2 else sound.samples
+        rate = model.config.sample_rate
+        if sound.sample_rate != rate:
+            x = soxr.resample(x, sound.sample_rate, rate, quality="HQ")
+        return np.asarray(x, np.float32)[None]
+    from tokc.compress.pixels import read_image
+    from tokc.compress.tokens import resize_rgb
+
+    rgb = read_image(path)
+    rgb = np.repeat(rgb[..., None], 3, 2) if rgb.ndim == 2 else rgb[..., :3]
+    if arch == "wetok":
+        x = resize_rgb(rgb, image_size, image_size).astype(np.float32) / 127.5 - 1
+    else:
+        h, w = model.config.image_size
+        x = resize_rgb(rgb, w, h).astype(np.float32) / 255
+    return x.transpose(2, 0, 1)[None]
+
+
+def tokenize_shard(item: Item, mode: str, options: dict, force: bool = False) -> list[dict]:
+    """Tokenize one shard's inputs (model calls batched by `batch_size`, same-shape inputs
+    together) and write its Parquet file; -> one manifest record per input."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    paths = item.input.split("\n")
+    out = Path(item.output)
+    if not force and _shard_whole(out, len(paths)):
+        return [{"input": p, "output": item.output, "status": "skipped"} for p in paths]
+    arch, checkpoint = options["arch"], options["checkpoint"]
+    model, sha = _tokenizer(arch, checkpoint)
+    records, rows = [], {}
+    inputs = {}
+    for p in paths:
+        t0 = time.perf_counter()
+        try:
+            inputs[p] = (_model_input(arch, model, p, options.get("image_size", 256)), t0)
+        except Exception as e:
+            records.append({"input": p, "output": item.output, "status": "failed",
+                            "error": (str(e) or type(e).__name__).splitlines()[0][:300]})
+    by_shape: dict = {}
+    for p, (x, _) in inputs.items():
+        by_shape.setdefault(x.shape, []).append(p)
+    bs = max(1, int(options.get("batch_size", 16)))
+    for group in by_shape.values():
+        for i in range(0, len(group), bs):
+            chunk = group[i : i + bs]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                tokens = model.encode(torch.from_numpy(np.concatenate([inputs[p][0] for p in chunk])))
+            tokens = tokens.numpy()
+            if arch == "wavtokenizer":  # (n_q, B, frames) -> per item (n_q, frames)
+                tokens = tokens.transpose(1, 0, 2)
+            dt = (time.perf_counter() - t0) / len(chunk)
+            for p, tok in zip(chunk, tokens):
+                rows[p] = tok
+                records.append({"input": p, "output": item.output, "status": "ok",
+                                "tokens": int(tok.size), "seconds": round(dt, 4)})
+    order = [p for p in paths if p in rows]
+    table = pa.table({
+        "id": pa.array(order, pa.string()),
+        "tokens": pa.array([rows[p].reshape(-1).astype(np.int64) for p in order], pa.list_(pa.int64())),
+        "shape": pa.array([list(rows[p].shape) for p in order], pa.list_(pa.int32())),
+    }).replace_schema_metadata({"tokenizer": arch, "weights_sha256": sha,
+                                "inputs": str(len(paths))})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return records
+
+
+def _shard_whole(path: Path, n_inputs: int) -> bool:
+    """A shard left by an earlier run that is complete: it reads, and records every input."""
+    if not path.is_file():
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        return meta.get(b"inputs") == str(n_inputs).encode()
+    except Exception:
+        return False
+
+
+def run_tokenize(src: str, dst: str, arch: str, checkpoint: str, workers: int | None = None,
+                 ray: str | bool | None = None, batch_size: int = 16, shard_size: int = 256,
+                 image_size: int = 256, force: bool = False,
+                 on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Token arrays of every input under src, as sharded Parquet in dst (id = the input's path,
+    tokens flattened, shape; the tokenizer's arch and weights sha256 in each file's metadata)."""
+    items = plan_tokenize(src, dst, arch, shard_size)
+    job = Job("tokenize", src, dst, {"arch": arch, "checkpoint": str(checkpoint), "batch_size": batch_size,
+                                     "image_size": image_size}, force)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    records = []
+    with open(Path(dst) / MANIFEST, "a") as manifest:
+        def done(rec: dict) -> None:
+            manifest.write(json.dumps(rec) + "\n")
+            manifest.flush()
+            records.append(rec)
+            if on_record:
+                on_record(rec)
+
+        if ray is None:
+            _run_pool(items, job, workers or os.cpu_count() or 1, done, tokenize_shard)
+        else:
+            _run_ray(items, job, workers, None if ray is True else ray, done, tokenize_shard)
+    return records

@@ -123,3 +123,41 @@ def test_ray_gives_the_pool_s_bytes(tmp_path):
     for p in pool_out.rglob("*.tokc"):
         assert (ray_out / p.relative_to(pool_out)).read_bytes() == p.read_bytes()
     shutil.rmtree(tmp_path / "ray")
+
+
+def test_tokenize_to_parquet_pool_and_ray(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is not installed (pip install 'tokc-codec[batch]')")
+    torch = pytest.importorskip("torch")
+    from parity_fixtures import fixture_folder
+
+    ckpt = fixture_folder("wetok")
+    src = _tree(tmp_path)
+    out = tmp_path / "tok"
+    r = CliRunner().invoke(main, ["batch", "tokenize", str(src), "-m", "wetok", "--checkpoint", str(ckpt),
+                                  "-o", str(out), "--image-size", "64", "--shard-size", "2",
+                                  "--batch-size", "2", "--workers", "2", "--json"])
+    assert r.exit_code == 1, r.output  # bad.png
+    summary = json.loads(r.output.strip().splitlines()[0])
+    assert (summary["ok"], summary["failed"]) == (3, 1)
+    tables = [pq.read_table(p) for p in sorted(out.glob("tokens-*.parquet"))]
+    assert len(tables) == 2 and tables[0].schema.metadata[b"tokenizer"] == b"wetok"
+    rows = {i: (t, s) for tab in tables for i, t, s in zip(tab["id"].to_pylist(), tab["tokens"].to_pylist(),
+                                                        tab["shape"].to_pylist())}
+    from tokc import batch as b
+    from tokc.models import load_pretrained
+
+    model = load_pretrained(ckpt, arch="wetok").eval()
+    for path, (tokens, shape) in rows.items():
+        x = b._model_input("wetok", model, path, 64)
+        with torch.no_grad():
+            want = model.encode(torch.from_numpy(x)).numpy()[0]
+        assert shape == [16, 16, 4] and tokens == want.reshape(-1).tolist()
+    # a rerun skips the whole shards
+    again = b.run_tokenize(str(src), str(out), "wetok", str(ckpt), workers=1, shard_size=2, image_size=64)
+    assert {r["status"] for r in again if "bad" not in r["input"]} <= {"skipped", "ok"}
+    assert sum(r["status"] == "skipped" for r in again) >= 2
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'tokc-codec[batch]')")
+    ray_out = tmp_path / "tok_ray"
+    b.run_tokenize(str(src), str(ray_out), "wetok", str(ckpt), workers=2, ray=True, shard_size=2, image_size=64)
+    for p in sorted(out.glob("tokens-*.parquet")):
+        assert pq.read_table(ray_out / p.name).equals(pq.read_table(p))

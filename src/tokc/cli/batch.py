@@ -57,6 +57,37 @@ def decompress(src, dst, backend, workers, ray, force, as_json, quiet):
     _run(runner.Job("decompress", src, dst, {"backend": backend}, force), workers, ray, as_json, quiet)
 
 
+@batch.command("tokenize")
+@click.argument("src", metavar="SRC")
+@click.option("-o", "--output", "dst", required=True, metavar="DST", help="Output folder (Parquet shards).")
+@click.option("-m", "--arch", required=True, type=click.Choice(sorted(runner.TOKENIZE_ARCHS)))
+@click.option("--checkpoint", required=True, metavar="PATH", help="The tokenizer's checkpoint.")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--shard-size", type=click.IntRange(1), default=256, show_default=True,
+              help="Inputs per Parquet file (and per task).")
+@click.option("--image-size", type=click.IntRange(16), default=256, show_default=True,
+              help="WeTok: images are resized to this square (One-D-Piece/TiTok: their own size).")
+@click.option("--workers", type=click.IntRange(1), default=None)
+@click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]")
+@click.option("-f", "--force", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def tokenize(src, dst, arch, checkpoint, batch_size, shard_size, image_size, workers, ray, force,
+             as_json, quiet):
+    """Every image (or sound, for wavtokenizer) under SRC to token arrays with a published
+    tokenizer: DST/tokens-NNNNN.parquet (id, tokens, shape; the tokenizer and its weights'
+    sha256 in the metadata), for data loaders. Needs torch and pyarrow."""
+    try:
+        records = runner.run_tokenize(src, dst, arch, checkpoint, workers,
+                                      None if ray is None else (True if ray == "local" else ray),
+                                      batch_size, shard_size, image_size, force)
+    except ImportError as e:
+        raise Failure(f"tokenize needs torch and pyarrow, --ray needs ray ({e})") from None
+    except (OSError, ValueError) as e:
+        raise Failure(str(e).splitlines()[0]) from None
+    _report(records, dst, as_json, quiet)
+
+
 def _run(job, workers, ray, as_json, quiet) -> None:
     try:
         items = runner.plan(job)
@@ -74,6 +105,10 @@ def _run(job, workers, ray, as_json, quiet) -> None:
     finally:
         if bar:
             bar.__exit__(None, None, None)
+    _report(records, job.dst, as_json, quiet)
+
+
+def _report(records, dst, as_json, quiet) -> None:
     summary = runner.summarize(records)
     if as_json:
         click.echo(json.dumps(summary))
@@ -82,7 +117,7 @@ def _run(job, workers, ray, as_json, quiet) -> None:
             (f", mean {summary['mean_kbps']} kbps" if "mean_kbps" in summary else "")
         click.echo(f"{summary['items']} items: {summary['ok']} done, {summary['skipped']} skipped, "
                    f"{summary['failed']} failed; {summary['bytes_in']} -> {summary['bytes_out']} bytes"
-                   f"{rate}; manifest {job.dst}/{runner.MANIFEST}", err=True)
+                   f"{rate}; manifest {dst}/{runner.MANIFEST}", err=True)
     for rec in records:
         if rec["status"] == "failed" and not quiet:
             click.echo(f"tokc: error: {rec['input']}: {rec['error']}", err=True)
