@@ -24,7 +24,6 @@ from __future__ import annotations
 import glob as globlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -133,17 +132,7 @@ def verified(path: Path, mode: str) -> bool:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt.write_atomic(path, data)
 
 
 def process(item: Item, mode: str, options: dict, force: bool = False) -> dict:
@@ -202,7 +191,11 @@ def run(job: Job, workers: int | None = None, ray: str | bool | None = None,
     ray: None (local process pool of `workers`), True (a local Ray instance) or a cluster
     address. fn: what runs each item (process; tests hand in one that kills its worker).
     -> the records, in the order items finished."""
-    items = plan(job)
+    return _execute(plan(job), job, workers, ray, on_record, fn)
+
+
+def _execute(items: list[Item], job: Job, workers, ray, on_record, fn: Callable) -> list[dict]:
+    """items on the pool or Ray, each record appended to DST/manifest.jsonl as it comes."""
     Path(job.dst).mkdir(parents=True, exist_ok=True)
     records = []
     with open(Path(job.dst) / MANIFEST, "a") as manifest:
@@ -448,15 +441,9 @@ def tokenize_shard(item: Item, mode: str, options: dict, force: bool = False) ->
         "shape": pa.array([list(rows[p].shape) for p in order], pa.list_(pa.int32())),
     }).replace_schema_metadata({"tokenizer": arch, "weights_sha256": sha,
                                 "inputs": str(len(paths))})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    _write_atomic(out, buf.getvalue().to_pybytes())
     return records
 
 
@@ -482,18 +469,4 @@ def run_tokenize(src: str, dst: str, arch: str, checkpoint: str, workers: int | 
     items = plan_tokenize(src, dst, arch, shard_size)
     job = Job("tokenize", src, dst, {"arch": arch, "checkpoint": str(checkpoint), "batch_size": batch_size,
                                      "image_size": image_size}, force)
-    Path(dst).mkdir(parents=True, exist_ok=True)
-    records = []
-    with open(Path(dst) / MANIFEST, "a") as manifest:
-        def done(rec: dict) -> None:
-            manifest.write(json.dumps(rec) + "\n")
-            manifest.flush()
-            records.append(rec)
-            if on_record:
-                on_record(rec)
-
-        if ray is None:
-            _run_pool(items, job, workers or os.cpu_count() or 1, done, tokenize_shard)
-        else:
-            _run_ray(items, job, workers, None if ray is True else ray, done, tokenize_shard)
-    return records
+    return _execute(items, job, workers, ray, on_record, tokenize_shard)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import operator
+import os
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"TOKC"
@@ -464,6 +466,25 @@ def read_header(data_or_file: bytes | BinaryIO) -> Header:
     if isinstance(data_or_file, (bytes, bytearray, memoryview)):
         data_or_file = io.BytesIO(data_or_file)
     return Reader(data_or_file).header
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write a file whole or not at all: a temporary file of its own beside it (two writers do
+    not clash), with the mode a new file gets under the umask, then renamed into place."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_file(path) -> str:

@@ -119,8 +119,10 @@ def test_engine_key_follows_the_build_settings():
 
 def test_engine_files_are_written_through_unique_temporaries(tmp_path):
     target = tmp_path / "x.engine"
-    trt._write_atomic(target, b"plan")
-    trt._write_atomic(target, b"plan2")  # a second writer replaces it whole
+    from tokc import format as fmt
+
+    fmt.write_atomic(target, b"plan")
+    fmt.write_atomic(target, b"plan2")  # a second writer replaces it whole
     assert target.read_bytes() == b"plan2" and [p.name for p in tmp_path.iterdir()] == ["x.engine"]
 
 

@@ -23,14 +23,12 @@ AUDIO_KBPS = (4, 6, 8, 10, 12, 16, 24)
 _ANY_KBPS = tuple(float(b) for b in range(1, 257))  # -b takes any rate; below the lowest: skipped
 
 
-def _encode(image: np.ndarray, quality: float, tune: str = "psnr") -> bytes:
-    from tokc.compress.image import default_codec
+def _encoder(tune: str):
+    def encode(image: np.ndarray, quality: float) -> bytes:
+        from tokc.compress.image import default_codec
 
-    return default_codec().compress(image, quality=quality, tune=tune).data
-
-
-def _encode_perceptual(image: np.ndarray, quality: float) -> bytes:
-    return _encode(image, quality, "perceptual")
+        return default_codec().compress(image, quality=quality, tune=tune).data
+    return encode
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -39,22 +37,16 @@ def _decode(data: bytes) -> np.ndarray:
     return default_codec().decompress(data)
 
 
-register_image_codec(
-    "tokc",
-    _encode,
-    decode=_decode,
-    qualities=(0, 15, 30, 45, 60, 75, 90, 100),
-    budget_qualities=np.arange(0, 100.01, 0.5),
-    settings="tokc-image-v1 (shipped weights), effort 1, default backend, PSNR tune",
-)
-register_image_codec(
-    "tokc-perceptual",
-    _encode_perceptual,
-    decode=_decode,
-    qualities=(0, 15, 30, 45, 60, 75, 90, 100),
-    budget_qualities=np.arange(0, 100.01, 0.5),
-    settings="tokc-image-v1 (shipped weights), effort 1, default backend, perceptual tune",
-)
+# "tokc" (the psnr synthesis) and "tokc-perceptual": the same tokens, two synthesis tunes
+for _name, _tune in (("tokc", "psnr"), ("tokc-perceptual", "perceptual")):
+    register_image_codec(
+        _name,
+        _encoder(_tune),
+        decode=_decode,
+        qualities=(0, 15, 30, 45, 60, 75, 90, 100),
+        budget_qualities=np.arange(0, 100.01, 0.5),
+        settings=f"tokc-image-v1 (shipped weights), effort 1, default backend, {_tune} tune",
+    )
 
 
 # --- audio ---------------------------------------------------------------------------------

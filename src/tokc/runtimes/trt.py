@@ -22,12 +22,12 @@ import ctypes
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from tokc import format as fmt
 from tokc.runtimes.base import Export, Part, Runtime, RuntimeUnavailable
 
 # height/width (min, opt, max) of each part's input, in its own units: g_a in pixels (the
@@ -172,19 +172,6 @@ def build_engine(onnx_path: Path, precision: str, profile: dict) -> bytes:
     return bytes(plan)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """A temporary file of its own (two processes building the same engine do not clash),
-    then renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_engine(onnx_path: Path, precision: str, profile: dict, cache_dir: Path | None = None) -> Path:
     """The engine file for this ONNX file, precision and profile on this GPU and TensorRT:
     built once, then read from the cache."""
@@ -197,8 +184,8 @@ def cached_engine(onnx_path: Path, precision: str, profile: dict, cache_dir: Pat
     path = cache_dir / f"{onnx_path.stem}.{key}.engine"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, build_engine(onnx_path, precision, profile))
-        _write_atomic(path.with_suffix(".json"), (json.dumps({
+        fmt.write_atomic(path, build_engine(onnx_path, precision, profile))
+        fmt.write_atomic(path.with_suffix(".json"), (json.dumps({
             "onnx": str(onnx_path), "onnx_sha256": sha, "tensorrt": trt.__version__,
             "compute_capability": cc, "precision": precision,
             "profile": {k: [list(s) for s in v] for k, v in profile.items()}, "build": build_config(),
