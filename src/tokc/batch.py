@@ -231,10 +231,13 @@ def _pool_pass(items: list[Item], job: Job, workers: int, done, fn: Callable) ->
     and not finished when the pool broke, items that had not started): ([], []) when all ran."""
     import multiprocessing
 
-    queue = multiprocessing.get_context().SimpleQueue()
+    # spawn, not fork: a parent that already runs threads (ONNX Runtime's, torch's, an app's)
+    # can leave a forked worker holding a lock forever
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.SimpleQueue()
     futures = {}
     finished = set()
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(queue,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)) as pool:
         for it in items:
             futures[pool.submit(_announced, fn, it, job.mode, job.options, job.force)] = it
         pending = set(futures)
