@@ -96,10 +96,6 @@ class TuneWeights:
         self.sha256 = self.file.sha256
 
 
-def _g_s_only(file):
-    return packed.float_model(file, parts=("g_s",))
-
-
 @dataclass(frozen=True)
 class Analysed:
     """The encoder's level-independent work on one image, reused across rate searches."""
@@ -145,7 +141,7 @@ class ImageCodec:
         if tune not in self._tunes:
             tuned = TuneWeights(self.weights, tune)
             self._tunes[tune] = (versions.synthesis(tuned.file, self.backend) if self.weights.archived
-                                 else get_transforms(tuned, self.backend, build=_g_s_only))
+                                 else get_transforms(tuned, self.backend, build=packed.synthesis_model))
         return self._tunes[tune]
 
     def for_digest(self, digest: bytes) -> ImageCodec:

@@ -131,7 +131,7 @@ def synthesis(file: packed.Packed, backend: str):
         from tokc.compress.backends import TorchTransforms
 
         return TorchTransforms(SimpleNamespace(file=file),  # all it reads of a weights object
-                               build=lambda f: packed.float_model(f, parts=("g_s",)))
+                               build=packed.synthesis_model)
     return GraphSynthesis(file)
 
 

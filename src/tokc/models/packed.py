@@ -69,3 +69,8 @@ def float_model(packed: Packed, parts=("g_a", "h_a", "g_s")):
         state = {k: torch.from_numpy(v) for k, v in packed.float_state(name).items()}
         getattr(model, name).load_state_dict(state)
     return model.eval()
+
+
+def synthesis_model(packed: Packed):
+    """float_model with g_s alone: what a tune file or an archived version decodes with."""
+    return float_model(packed, parts=("g_s",))
