@@ -94,12 +94,13 @@ def analysis(coefs: np.ndarray, bands: int, env_step: float, norm: float,
     return k, compand(coefs / band_scale(k * env_step, norm, coefs.shape[0]), power)
 
 
-def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: float,
+def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: float | np.ndarray,
                cap: np.ndarray, gen: np.random.Generator) -> np.ndarray:
     """Noise filling: each band's energy that the decoded coefficients `coefs` (hop, T) lack
     against the envelope `env` (bands, T; log2 RMS) comes back as Gaussian noise on the
-    coefficients that were coded as zero (`zero`), at `kappa` of the missing RMS and at most
-    `cap` (hop, T or broadcastable: a zero token's largest possible magnitude)."""
+    coefficients that were coded as zero (`zero`), at `kappa` (one share, or one per band) of
+    the missing RMS and at most `cap` (hop, T or broadcastable: a zero token's largest possible
+    magnitude)."""
     hop, t = coefs.shape
     bands = env.shape[0]
     width = hop // bands
@@ -107,12 +108,12 @@ def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: floa
     have = (coefs**2).reshape(bands, width, t).sum(1)
     count = zero.reshape(bands, width, t).sum(1)
     missing = np.sqrt((target - have).clip(0) / np.maximum(count, 1))
-    amp = np.minimum(kappa * np.repeat(missing, width, axis=0), cap)
+    amp = np.minimum(np.repeat(np.reshape(kappa, (-1, 1)) * missing, width, axis=0), cap)
     return coefs + np.where(zero, amp * gen.standard_normal(coefs.shape), 0.0)
 
 
 def decode_frames(env_hat: np.ndarray, u_hat: np.ndarray, zero: np.ndarray, cap: np.ndarray,
-                  kappa: float, power: float, norm: float,
+                  kappa: float | np.ndarray, power: float, norm: float,
                   gen: np.random.Generator) -> np.ndarray:
     """tokc-audio-v1's synthesis: the decoded envelope env_hat (bands, T; log2 band RMS), the
     dequantized coefficients u_hat (hop, T) (see analysis), the coefficients coded as zero and

@@ -1,7 +1,7 @@
 """Old files keep decoding: every .tokc file under tests/golden/versions/ was made by a shipped
 weights set (named in the file) and is never regenerated. After the shipped weights are
 replaced, the install decodes it with the archived version (tokc.compress.versions) to the same
-tokens and pixels as when it was made."""
+tokens and pixels (or samples) as when it was made."""
 
 import hashlib
 import json
@@ -12,9 +12,12 @@ import pytest
 from PIL import Image
 
 import tokc
+from tokc import format as fmt
+from tokc.compress import audio
 from tokc.compress.image import ImageCodec
 
-FILES = sorted(Path(__file__).with_name("versions").glob("*.tokc"))
+FILES = sorted(Path(__file__).with_name("versions").glob("tokc-image-v1.*.tokc"))
+AUDIO_FILES = sorted(Path(__file__).with_name("versions").glob("tokc-audio-v1.*.tokc"))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -33,3 +36,27 @@ def test_a_file_of_every_shipped_version_decodes_as_it_did(path, backend):
     # float synthesis: a pixel may round the other way on another machine or backend
     diff = np.abs(got.astype(int) - ref)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize("path", AUDIO_FILES, ids=lambda p: p.stem)
+def test_an_audio_file_of_every_shipped_version_decodes_as_it_did(path):
+    import soundfile as sf
+
+    want = json.loads(path.with_suffix(".json").read_text())
+    data = path.read_bytes()
+    codec = audio.AudioCodec().for_digest(bytes.fromhex(want["weights_digest"]))
+    header, chunks = fmt.unpack(data)
+    level = codec.check_header(header)
+    frames = audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate),
+                                  codec.weights.hop, audio.Z_STRIDE)
+    h = hashlib.sha256()
+    for chunk, (_, n) in zip(chunks, audio.segments(frames)):
+        z, c = codec.latent.read_payload(chunk.payload, (1, n // audio.Z_STRIDE), level, "a segment")
+        h.update(z.tobytes() + c.q.tobytes() + c.index.tobytes())
+    assert h.hexdigest() == want["tokens_sha256"]
+    got = tokc.decompress(data)
+    ref, rate = sf.read(path.with_suffix(".flac"), dtype="float32", always_2d=True)
+    assert got.sample_rate == rate == want["sample_rate"]
+    assert got.samples.shape == ref.shape == tuple(want["samples"])
+    # float synthesis, stored in 16 bits: within a step or two of 16-bit PCM
+    assert np.abs(got.samples - ref).max() <= 2.5 / 32768

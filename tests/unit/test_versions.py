@@ -85,3 +85,36 @@ def test_synthesis_graph_is_g_s(tiny_weights):
     got = versions.GraphSynthesis(w.file).run("g_s", y[0])
     assert got.shape == want.shape == (3, 80, 112)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_an_audio_file_of_the_old_weights_decodes_after_the_upgrade(tiny_audio_weights, tmp_path):
+    """Audio: the archive is the old decoder whole (its noise fill is in its config)."""
+    import dataclasses
+
+    from tokc.compress.audio import AudioCodec, AudioWeights
+    from tokc.models.audio import AudioConfig, AudioModel
+    from tokc.train.pack_audio import pack_model
+
+    old = tmp_path / "old" / "tokc-audio-v1.safetensors"
+    old.parent.mkdir()
+    shutil.copy(tiny_audio_weights, old)
+    new = tmp_path / "new" / "tokc-audio-v1.safetensors"
+    new.parent.mkdir()
+    torch.manual_seed(0)
+    model = AudioModel(dataclasses.replace(AudioConfig(hop=32, bands=4, m=36, nz=4, ctx_slices=3, ctx_width=8),
+                                           kappa=[0.0, 0.25, 0.55, 0.55])).eval()
+    rng = np.random.default_rng(1)
+    pack_model(model, [rng.standard_normal(16000) * 0.05], new)
+    assert AudioWeights(new).kappa.tolist() == [0.0, 0.25, 0.55, 0.55]
+    versions.archive(old, new.parent / "versions")
+    rng = np.random.default_rng(2)
+    x = (0.1 * np.sin(np.arange(8000) * 0.05) + 0.01 * rng.standard_normal(8000)).astype(np.float32)
+    data = AudioCodec(AudioWeights(old)).compress(x, quality=50, sample_rate=16000).data
+    with pytest.raises(fmt.WeightsMismatchError):
+        AudioCodec(AudioWeights(new)).check_header(fmt.read_header(data))
+    got = AudioCodec(AudioWeights(new)).decompress(data).samples
+    np.testing.assert_array_equal(got, AudioCodec(AudioWeights(old)).decompress(data).samples)
+    archived = AudioCodec(AudioWeights(new)).for_digest(fmt.read_header(data).weights_digest)
+    assert archived.weights.archived
+    with pytest.raises(CodecError, match="only decodes"):
+        archived.compress(x, quality=50, sample_rate=16000)

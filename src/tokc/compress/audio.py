@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from tokc import dsp
 from tokc import format as fmt
-from tokc.compress import ratecontrol
+from tokc.compress import ratecontrol, versions
 from tokc.compress.base import CodecError, EncodeResult, Sound
 from tokc.compress.latent import Coded, LatentCoder, checkerboard
 from tokc.compress.ratecontrol import LEVEL_MIN
@@ -91,11 +92,18 @@ class AudioWeights(LatentWeights):
         cfg = self.config
         self.hop, self.bands, self.power = int(cfg["hop"]), int(cfg["bands"]), float(cfg["power"])
         self.env_step, self.norm = float(cfg["env_step"]), float(cfg["norm"])
-        self.kappa = float(cfg["kappa"])
+        # the noise-fill share: one, or one per band (0 for band 0: no noise under 500 Hz)
+        self.kappa = np.asarray(cfg["kappa"], np.float64) if isinstance(cfg["kappa"], list) \
+            else float(cfg["kappa"])
+
+    @cached_property
+    def h_a_layers(self) -> list[tuple]:
+        """h_a (the encoder's; an archived version has none): magnitudes, 1x1 conv, ReLU,
+        1x5 conv stride 2, ReLU, 1x5 conv stride 2."""
+        if self.archived:
+            raise CodecError(f"{self.path.name} is an archived version: it only decodes")
         state = {k: v.astype(np.float64) for k, v in self.float_state("h_a").items()}
-        # h_a: magnitudes, 1x1 conv, ReLU, 1x5 conv stride 2, ReLU, 1x5 conv stride 2
-        self.h_a_layers = [(state[f"{i}.weight"], state[f"{i}.bias"], s)
-                           for i, s in ((1, 1), (3, 2), (5, 2))]
+        return [(state[f"{i}.weight"], state[f"{i}.bias"], s) for i, s in ((1, 1), (3, 2), (5, 2))]
 
     def h_a(self, y: np.ndarray) -> np.ndarray:
         """(m, T) latents -> (nz, T / 4) hyper-latents (float)."""
@@ -151,6 +159,11 @@ class AudioCodec:
         self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
         self.grid = np.arange(w.bands + w.hop) < w.bands  # the envelope: exact grid tokens
 
+    def for_digest(self, digest: bytes) -> AudioCodec:
+        """The codec of the weights a file names: these, or an earlier version archived in
+        weights/versions/ beside them (tokc.compress.versions); WeightsMismatchError if none."""
+        return versions.for_digest(self, digest)
+
     # -- encoder --
     def latents(self, x: np.ndarray) -> np.ndarray:
         """16 kHz mono samples -> y (m, T) over the whole signal, T a multiple of Z_STRIDE."""
@@ -184,9 +197,7 @@ class AudioCodec:
                     chunks.append(fmt.Chunk(TAG, b""))
                     continue
                 c = self.latent.code(y, mean, log_scale_q, level_milli, weight, self.grid)
-                parts = {ch.tag: ch.payload for ch in self.latent.chunks(z, c)}
-                ans, esc = parts["ans "], parts.get("esc ", b"")
-                chunks.append(fmt.Chunk(TAG, len(ans).to_bytes(4, "little") + ans + esc))
+                chunks.append(fmt.Chunk(TAG, self.latent.payload(z, c)))
         return chunks
 
     def header(self, sound: Sound, level_milli: int) -> fmt.Header:
@@ -212,6 +223,8 @@ class AudioCodec:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
         most that average bitrate) or size (bytes)."""
+        if self.weights.archived:
+            raise CodecError(f"{self.weights.path.name} is an archived version: it only decodes")
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
             raise CodecError(f"{CODEC_ID} codes mono or stereo; this has {sound.channels} "
@@ -273,13 +286,7 @@ class AudioCodec:
         return level_milli
 
     def read_segment(self, payload: bytes, frames: int, level_milli: int) -> Coded:
-        n = int.from_bytes(payload[:4], "little")
-        start = 4
-        if len(payload) < 4 or start + n > len(payload):
-            raise fmt.CorruptError("a 'seg ' chunk shorter than its stream length")
-        by_tag = {"ans ": payload[start : start + n], "esc ": payload[start + n :]}
-        _, c = self.latent.read(by_tag, (1, frames // Z_STRIDE), level_milli)
-        return c
+        return self.latent.read_payload(payload, (1, frames // Z_STRIDE), level_milli, f"a {TAG!r} chunk")[1]
 
     def synthesise(self, c: Coded, level_milli: int, seed: list[int]) -> np.ndarray:
         """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled."""
@@ -298,6 +305,10 @@ class AudioCodec:
         reader = source if isinstance(source, fmt.Reader) else fmt.Reader(
             io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
         header = reader.header
+        codec = self.for_digest(header.weights_digest) if header.codec == CODEC_ID else self
+        if codec is not self:  # a file of earlier weights
+            yield from codec.decompress_stream(reader)
+            return
         level_milli = self.check_header(header)
         hop = self.weights.hop
         n16 = coded_samples(header.num_samples, header.sample_rate)

@@ -12,6 +12,15 @@ Decoder: z_int from the stream, the same integer networks, q slice by slice from
 Only g_a, h_a and g_s run in floating point (torch or ONNX Runtime, in tiles so that memory
 stays bounded); float error there moves pixels, never the token stream.
 
+Tiles: an image of more than one file tile (TILE_SIDE latents, 1024 px, a side) is coded tile
+by tile, each tile's hyper-latent, tokens and contexts on their own, one 'tile' chunk each (the
+header's rate parameter `tile` gives the side); smaller images are one tile in the 'ans '
+chunk as they always were. The analysis sees across tiles (g_a runs on the whole image in
+overlapping pieces), and so does the synthesis: the decoder reads a row of tiles, then
+synthesises the row before it with the latents around it, and writes it into the output. So
+the encoder holds the image and its latents y, the decoder the output and three rows of
+latents, and each works on one tile at a time.
+
 What is image-specific lives here: the pixel padding and tiles, the checkerboard as the
 spatial order, RDOQ's distortion in pixel units, encoder refinement through g_s and the
 header's width/height/channels. The shared parts: compress.weights (the weights file),
@@ -21,9 +30,12 @@ compress.pixels.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from functools import cached_property, partial
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +54,7 @@ from tokc.compress.pixels import (  # noqa: F401  (read_image: the old import pa
     split_alpha_gray,
 )
 from tokc.compress.ratecontrol import LEVEL_MIN, level_to_quality, quality_to_level  # noqa: F401
-from tokc.compress.tiling import tiled
+from tokc.compress.tiling import EdgePadded, tiled
 from tokc.compress.weights import LatentWeights, int_layers  # noqa: F401  (int_layers: old path)
 from tokc.models import packed
 
@@ -52,8 +64,10 @@ PAD = 64  # the hyper-latent's stride
 UNIT = 16  # the latent's stride
 TILE = 48  # latents per tile side (768 px)
 MARGIN = 4  # latents of context around each tile (64 px, more than the receptive field)
+TILE_SIDE = 64  # latents per side of a file's tile (1024 px): larger images are coded in tiles
+TILE_TAG = "tile"
+MAX_TILE_SIDE = 256  # the largest tile side a decoder reads (4096 px)
 REFINE_STEPS = (0, 5, 10, 20, 30, 45, 60, 80, 100)  # latent refinement steps per effort 1..9
-REFINE_MAX_PIXELS = 4 << 20
 REFINE_LR = 0.003
 # synthesis tunes, by the header's rate parameter `tune` (absent: 0). A tune is a second g_s
 # for the same tokens, in its own file beside the weights (tune_path); the bitstream, the
@@ -98,13 +112,42 @@ class TuneWeights:
 
 @dataclass(frozen=True)
 class Analysed:
-    """The encoder's level-independent work on one image, reused across rate searches."""
+    """The encoder's level-independent work on one image (or one tile of it), reused across
+    rate searches."""
 
     rgb: np.ndarray  # (H, W, 3) uint8 as coded
     y: np.ndarray  # (M, h, w) float32
     z: np.ndarray  # (Cz, hz, wz) int64
     mean: np.ndarray  # (M, h, w) float64, ungained
     log_scale_q: np.ndarray  # (M, h, w) int64 fixed point
+
+
+@dataclass(frozen=True)
+class Tile:
+    rows: slice  # of the latent grid
+    cols: slice
+    z: np.ndarray  # the tile's hyper-latent (Cz, rows / 4, cols / 4) int64
+
+
+@dataclass(frozen=True)
+class Tiled:
+    """The encoder's level-independent work on a whole image, tile by tile: the latents y of
+    the image and the hyper-latent of each tile (a tile's entropy parameters are worked out
+    when it is coded: they would take four times the memory of y)."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8 as coded
+    y: np.ndarray  # (M, h, w) float32
+    rows: list[list[Tile]]  # rows of tiles; one tile: the untiled layout
+
+    @property
+    def untiled(self) -> bool:
+        return len(self.rows) == 1 and len(self.rows[0]) == 1
+
+
+def tile_grid(h: int, w: int, side: int) -> list[list[tuple[slice, slice]]]:
+    """The file tiles of an (h, w) latent grid, rows of (rows, cols) in raster order."""
+    return [[(slice(i, min(i + side, h)), slice(j, min(j + side, w))) for j in range(0, w, side)]
+            for i in range(0, h, side)]
 
 
 class ImageCodec:
@@ -118,7 +161,6 @@ class ImageCodec:
         self.backend = backend
         self.latent = LatentCoder(self.weights, checkerboard)
         self._tunes = {}
-        self._versions = {}
         if transforms is not None:
             self.transforms = transforms
         elif self.weights.archived:
@@ -147,28 +189,38 @@ class ImageCodec:
     def for_digest(self, digest: bytes) -> ImageCodec:
         """The codec of the weights a file names: these, or an earlier version archived in
         weights/versions/ beside them (tokc.compress.versions); WeightsMismatchError if none."""
-        if digest == self.weights.digest:
-            return self
-        if digest not in self._versions:
-            path = versions.find(self.weights.path.parent / "versions", CODEC_ID, digest)
-            if path is None:
-                raise fmt.WeightsMismatchError(
-                    f"{CODEC_ID} file made by weights {digest.hex()}, which this install does not "
-                    f"have (it has {self.weights.digest.hex()} and the versions in "
-                    f"{self.weights.path.parent / 'versions'})")
-            self._versions[digest] = ImageCodec(ImageWeights(path), self.backend)
-        return self._versions[digest]
+        return versions.for_digest(self, digest)
 
     # -- encoder --
-    def analyse(self, rgb: np.ndarray) -> Analysed:
+    def analysis(self, rgb: np.ndarray) -> np.ndarray:
+        """The latents y (M, h, w) of an image, edge-padded to PAD, g_a in overlapping pieces."""
         h, w = rgb.shape[:2]
-        ph, pw = -h % PAD, -w % PAD
-        padded = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
-        x = padded.transpose(2, 0, 1).astype(np.float32) / 255
-        y = tiled(partial(self.transforms.run, "g_a"), x, UNIT, 1, TILE, MARGIN)
-        z = np.round(self.transforms.run("h_a", y)).astype(np.int64)
+        x = EdgePadded(rgb, -(-h // PAD) * PAD, -(-w // PAD) * PAD)
+        return tiled(lambda crop: self.transforms.run("g_a", crop.astype(np.float32) / 255),
+                     x, UNIT, 1, TILE, MARGIN)
+
+    def hyper(self, y: np.ndarray) -> np.ndarray:
+        return np.round(self.transforms.run("h_a", y)).astype(np.int64)
+
+    def analyse(self, rgb: np.ndarray) -> Analysed:
+        """The whole image as one tile."""
+        y = self.analysis(rgb)
+        z = self.hyper(y)
         mean, log_scale_q = self.latent.entropy_params(z)
         return Analysed(rgb, y, z, mean, log_scale_q)
+
+    def analyse_tiles(self, rgb: np.ndarray) -> Tiled:
+        """The image in file tiles (one tile when it fits in one)."""
+        y = self.analysis(rgb)
+        rows = [[Tile(r, c, self.hyper(y[:, r, c])) for r, c in row]
+                for row in tile_grid(*y.shape[1:], TILE_SIDE)]
+        return Tiled(rgb, y, rows)
+
+    def tile(self, t: Tiled, tile: Tile) -> Analysed:
+        """One tile of t with its entropy parameters, its pixels those of the image it covers."""
+        mean, log_scale_q = self.latent.entropy_params(tile.z)
+        rgb = t.rgb[tile.rows.start * UNIT : tile.rows.stop * UNIT, tile.cols.start * UNIT : tile.cols.stop * UNIT]
+        return Analysed(rgb, t.y[:, tile.rows, tile.cols], tile.z, mean, log_scale_q)
 
     def rdoq_weight(self, level_milli: int) -> np.ndarray | None:
         """Distortion per squared token unit of each channel, in the training loss's units:
@@ -185,17 +237,24 @@ class ImageCodec:
         where the weights carry the synthesis' channel energies."""
         return self.latent.code(a.y, a.mean, a.log_scale_q, level_milli, self.rdoq_weight(level_milli))
 
-    def pack(self, a: Analysed, level_milli: int, channels: int, extra_chunks=(),
+    def pack(self, a: Analysed | Tiled, level_milli: int, channels: int, extra_chunks=(),
              tune: str = "psnr") -> bytes:
-        chunks = [*self.latent.chunks(a.z, self.code(a, level_milli)), *extra_chunks]
         rate = (("level_milli", level_milli),)
         if tune != "psnr":  # absent means psnr: files without a tune are as they always were
             rate += (("tune", TUNES.index(tune)),)
+        if isinstance(a, Tiled) and a.untiled:
+            a = self.tile(a, a.rows[0][0])
+        if isinstance(a, Analysed):
+            chunks = self.latent.chunks(a.z, self.code(a, level_milli))
+        else:  # absent means untiled: files of one tile are as they always were
+            rate += (("tile", TILE_SIDE),)
+            chunks = [fmt.Chunk(TILE_TAG, self.latent.payload(tile.z, self.code(self.tile(a, tile), level_milli)))
+                      for row in a.rows for tile in row]
         header = fmt.Header(
             codec=CODEC_ID, weights_digest=self.weights.digest, modality="image",
             width=a.rgb.shape[1], height=a.rgb.shape[0], channels=channels, rate=rate,
         )
-        return fmt.pack(header, chunks)
+        return fmt.pack(header, [*chunks, *extra_chunks])
 
     # -- decoder --
     def latents(self, c: Coded, level_milli: int) -> np.ndarray:
@@ -204,23 +263,43 @@ class ImageCodec:
 
     def reconstruct(self, c: Coded, level_milli: int, height: int, width: int,
                     tune: str = "psnr") -> np.ndarray:
-        y_hat = self.latents(c, level_milli)
-        x = tiled(partial(self.synthesis(tune).run, "g_s"), y_hat, 1, UNIT, TILE, MARGIN)
-        x = np.clip(np.round(x[:, :height, :width] * 255), 0, 255).astype(np.uint8)
-        return x.transpose(1, 2, 0)
+        return self.synthesise([self.latents(c, level_milli)], height, width, tune)
 
-    def decode_tokens(self, data: bytes):
-        """-> (header, chunks by tag, z, Coded): the tokens exactly as the encoder coded them."""
-        header, chunks = fmt.unpack(data)
+    def synthesised_rows(self, rows: Iterable[np.ndarray], tune: str = "psnr") -> Iterator[tuple[int, np.ndarray]]:
+        """y_hat in rows of tiles (M, rows, w), top to bottom -> per row, its first pixel row
+        and its pixels (16 rows, 16 w, 3) uint8: each row synthesised with MARGIN latent rows
+        of the rows around it, so that there are no seams (it waits for the next row)."""
+        g_s = partial(self.synthesis(tune).run, "g_s")
+        prev = cur = None
+        row = 0
+        for nxt in chain(rows, [None]):
+            if cur is not None:
+                above = prev[:, -MARGIN:] if prev is not None else cur[:, :0]
+                below = nxt[:, :MARGIN] if nxt is not None else cur[:, :0]
+                x = tiled(g_s, np.concatenate([above, cur, below], axis=1), 1, UNIT, TILE, MARGIN)
+                x = x[:, above.shape[1] * UNIT : (above.shape[1] + cur.shape[1]) * UNIT]
+                x *= 255  # in place: a row's pixels are hundreds of MB in a large image
+                yield row, np.clip(np.round(x, out=x), 0, 255, out=x).astype(np.uint8).transpose(1, 2, 0)
+                row += cur.shape[1] * UNIT
+            prev, cur = cur, nxt
+
+    def synthesise(self, rows: Iterable[np.ndarray], height: int, width: int,
+                   tune: str = "psnr") -> np.ndarray:
+        """synthesised_rows written into the (height, width, 3) image as they come."""
+        out = np.empty((height, width, 3), np.uint8)
+        for row, pixels in self.synthesised_rows(rows, tune):
+            n = max(0, min(len(pixels), height - row))
+            out[row : row + n] = pixels[:n, :width]
+        return out
+
+    def check_header(self, header: fmt.Header) -> int:
+        """A file's header as this decoder reads it -> its level (thousandths)."""
         if header.codec != CODEC_ID or header.modality != "image":
             raise fmt.TokcFormatError(
                 f"this file was made by codec {header.codec!r} ({header.modality}); "
                 f"this decoder is {CODEC_ID}"
             )
         fmt.check_weights(header, self.weights.digest)
-        by_tag = {c.tag: c.payload for c in chunks}
-        if "ans " not in by_tag:
-            raise fmt.TokcFormatError("missing the 'ans ' chunk")
         level_milli = header.rate_dict().get("level_milli", -1)
         if not LEVEL_MIN <= level_milli <= (self.weights.levels - 1) * 1000:
             raise fmt.TokcFormatError(f"rate level {level_milli} is out of range")
@@ -229,9 +308,59 @@ class ImageCodec:
                                       f"this tokc (it knows {', '.join(TUNES)})")
         if header.channels not in (1, 2, 3, 4):
             raise fmt.TokcFormatError(f"an image of {header.channels} channels")
+        side = header.rate_dict().get("tile")
+        if side is not None and not (PAD // UNIT <= side <= MAX_TILE_SIDE and side % (PAD // UNIT) == 0):
+            raise fmt.TokcFormatError(f"a tile side of {side} latents (this tokc reads multiples of "
+                                      f"{PAD // UNIT} up to {MAX_TILE_SIDE})")
+        return level_milli
+
+    def decode_tokens(self, data: bytes):
+        """-> (header, chunks by tag, z, Coded): the tokens exactly as the encoder coded them
+        (a file of one tile; tile_tokens reads any file)."""
+        header, chunks = fmt.unpack(data)
+        level_milli = self.check_header(header)
+        by_tag = {c.tag: c.payload for c in chunks}
+        if "tile" in header.rate_dict():
+            raise CodecError("a file in tiles: read it with tile_tokens")
         hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
         z, c = self.latent.read(by_tag, (hp // PAD, wp // PAD), level_milli)
         return header, by_tag, z, c
+
+    def tile_tokens(self, header: fmt.Header, chunks: list[fmt.Chunk]) -> Iterator[tuple[Tile, Coded]]:
+        """The tokens of a file, tile by tile in raster order (one tile, the whole image, in a
+        file without the rate parameter `tile`), exactly as the encoder coded them."""
+        level_milli = self.check_header(header)
+        hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
+        side = header.rate_dict().get("tile")
+        if side is None:
+            z, c = self.latent.read({c.tag: c.payload for c in chunks}, (hp // PAD, wp // PAD), level_milli)
+            yield Tile(slice(0, hp // UNIT), slice(0, wp // UNIT), z), c
+            return
+        grid = tile_grid(hp // UNIT, wp // UNIT, side)
+        payloads = [c.payload for c in chunks if c.tag == TILE_TAG]
+        if len(payloads) != sum(map(len, grid)):  # before any work: a forged size fails here
+            raise fmt.CorruptError(f"{len(payloads)} {TILE_TAG!r} chunks for an image of "
+                                   f"{sum(map(len, grid))} tiles")
+        payloads.reverse()
+        k = PAD // UNIT
+        for row in grid:
+            for r, c in row:
+                z, coded = self.latent.read_payload(
+                    payloads.pop(), ((r.stop - r.start) // k, (c.stop - c.start) // k), level_milli,
+                    f"a {TILE_TAG!r} chunk")
+                yield Tile(r, c, z), coded
+
+    def latent_rows(self, header: fmt.Header, chunks: list[fmt.Chunk]) -> Iterator[np.ndarray]:
+        """y_hat of a file, row of tiles by row of tiles (each tile's tokens kept no longer
+        than it takes to make its latents)."""
+        level_milli = header.rate_dict()["level_milli"]
+        width = -(-header.width // PAD) * PAD // UNIT
+        row = []
+        for tile, c in self.tile_tokens(header, chunks):
+            row.append(self.latents(c, level_milli))
+            if tile.cols.stop == width:  # the row's last tile
+                yield np.concatenate(row, axis=2)
+                row = []
 
     # -- public --
     def compress(self, image, quality: float = 75, size: int | None = None,
@@ -249,7 +378,7 @@ class ImageCodec:
         img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
         extra = (*extra, *metadata_chunks(image, metadata, channels))
-        a = self.analyse(rgb)
+        a = self.analyse_tiles(rgb)
         steps = REFINE_STEPS[effort - 1] if 1 <= effort <= 9 else None
         if steps is None:
             raise CodecError(f"effort must be 1..9, got {effort}")
@@ -271,10 +400,11 @@ class ImageCodec:
         return ({"quality": round(res.quality, 2), "tune": tune},
                 f"q {res.quality:.1f}" + ("" if tune == "psnr" else f", {tune} tune"))
 
-    def refine(self, a: Analysed, level_milli: int, steps: int) -> Analysed:
+    def refine(self, a: Analysed | Tiled, level_milli: int, steps: int) -> Analysed | Tiled:
         """Encoder-side refinement for the fixed decoder (effort > 1): gradient steps on the
         latents y to lower rate + lambda * distortion through the float synthesis, with the
-        hyper-latent (and so every probability table) held fixed. Needs torch."""
+        hyper-latent (and so every probability table) held fixed; tile by tile (each tile's
+        synthesis on its own). Needs torch."""
         if steps <= 0:
             return a
         try:
@@ -283,9 +413,16 @@ class ImageCodec:
         except CodecError:
             warnings.warn("effort > 1 needs PyTorch; encoding at effort 1")
             return a
-        if a.rgb.shape[0] * a.rgb.shape[1] > REFINE_MAX_PIXELS:
-            warnings.warn("effort > 1 is limited to images of at most 4 MP; encoding at effort 1")
-            return a
+        if isinstance(a, Analysed):
+            return self.refine_tile(a, level_milli, steps, torch_transforms)
+        y = a.y.copy()
+        for row in a.rows:
+            for tile in row:
+                y[:, tile.rows, tile.cols] = self.refine_tile(self.tile(a, tile), level_milli, steps,
+                                                              torch_transforms).y
+        return Tiled(a.rgb, y, a.rows)
+
+    def refine_tile(self, a: Analysed, level_milli: int, steps: int, torch_transforms) -> Analysed:
         import torch
 
         from tokc.models.hyperprior import gaussian_likelihood, round_ste
@@ -327,21 +464,32 @@ class ImageCodec:
             opt.step()
         return Analysed(a.rgb, best_y, a.z, a.mean, a.log_scale_q)
 
-    def psnr_at(self, a: Analysed, level_milli: int, tune: str = "psnr") -> float:
+    def psnr_at(self, a: Analysed | Tiled, level_milli: int, tune: str = "psnr") -> float:
         from tokc.metrics.image import psnr as _psnr
 
-        out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2], tune)
-        return _psnr(a.rgb, out)
+        if isinstance(a, Tiled) and a.untiled:
+            a = self.tile(a, a.rows[0][0])
+        if isinstance(a, Analysed):
+            out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2], tune)
+            return _psnr(a.rgb, out)
+        rows = (np.concatenate([self.latents(self.code(self.tile(a, t), level_milli), level_milli)
+                                for t in row], axis=2) for row in a.rows)
+        sse = 0.0  # row by row: no whole decoded image
+        for r0, pixels in self.synthesised_rows(rows, tune):
+            ref = a.rgb[r0 : r0 + len(pixels)]
+            sse += float(np.sum((ref.astype(np.float64) - pixels[: len(ref), : ref.shape[1]]) ** 2))
+        return math.inf if sse == 0 else float(10 * np.log10(255.0**2 * a.rgb.size / sse))
 
     def decompress(self, data: bytes) -> np.ndarray:
         codec = self.for_digest(fmt.read_header(data).weights_digest)
         if codec is not self:  # a file of earlier weights
             return codec.decompress(data)
-        header, by_tag, z, c = self.decode_tokens(data)
+        header, chunks = fmt.unpack(data)
+        self.check_header(header)
+        by_tag = {c.tag: c.payload for c in chunks}
         ImageMetadata.from_chunks(by_tag)  # a bad metadata chunk is an error, as in the CLI
-        level_milli = header.rate_dict()["level_milli"]
         tune = TUNES[header.rate_dict().get("tune", 0)]
-        rgb = self.reconstruct(c, level_milli, header.height, header.width, tune)
+        rgb = self.synthesise(self.latent_rows(header, chunks), header.height, header.width, tune)
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
 

@@ -29,6 +29,7 @@ from tokc.compress.onnx_proto import node as _node
 from tokc.compress.onnx_proto import tensor as _tensor
 from tokc.compress.onnx_proto import value_info as _value
 from tokc.compress.onnx_proto import varint as _varint  # noqa: F401
+from tokc.runtimes.ort import lean_memory
 
 
 def float32_rescale_exact(layer: intnet.IntConv) -> bool:
@@ -127,6 +128,7 @@ class Network:
         opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
         # short runs with numpy between them: idle threads sleep rather than spin
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        lean_memory(opts)
         return ort.InferenceSession(graph_bytes(self.layers), opts, providers=["CPUExecutionProvider"])
 
     def exact_in_float32(self, x: np.ndarray) -> bool:

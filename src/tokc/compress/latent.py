@@ -164,6 +164,21 @@ class LatentCoder:
         dec.finish()
         return z, c
 
+    def payload(self, z: np.ndarray, c: Coded) -> bytes:
+        """chunks() as one self-contained payload (an audio segment, an image tile): the length
+        n of the ANS stream (uint32, little-endian), the stream, then the escapes."""
+        parts = {ch.tag: ch.payload for ch in self.chunks(z, c)}
+        ans = parts["ans "]
+        return len(ans).to_bytes(4, "little") + ans + parts.get("esc ", b"")
+
+    def read_payload(self, payload: bytes, z_grid: tuple[int, ...], level_milli: int,
+                     what: str) -> tuple[np.ndarray, Coded]:
+        """read() of a payload(); what: the chunk, for the error (e.g. "a 'seg ' chunk")."""
+        n = int.from_bytes(payload[:4], "little")
+        if len(payload) < 4 or 4 + n > len(payload):
+            raise fmt.CorruptError(f"{what} shorter than its stream length")
+        return self.read({"ans ": payload[4 : 4 + n], "esc ": payload[4 + n :]}, z_grid, level_milli)
+
     @staticmethod
     def grid_values(c: Coded, channels: slice) -> np.ndarray:
         """The integers that code(grid=...) coded on those channels: q + round(offset)."""

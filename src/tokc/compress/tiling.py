@@ -3,7 +3,8 @@ each piece with a margin of context, keeping its centre: equal to one pass over 
 up to float rounding.
 
 - `tiled`: 2-D tiles of the latent grid of (C, H, W) (images);
-- `segmented`: 1-D overlapping segments along time of (C, 1, T) or (C, T) (audio).
+- `segmented`: 1-D overlapping segments along time of (C, 1, T) or (C, T) (audio);
+- `EdgePadded`: what `tiled` reads of an edge-padded image, made crop by crop (no padded copy).
 
 r_in / r_out: input / output units per latent (e.g. an analysis 16 -> 1, a synthesis 1 -> 16).
 """
@@ -14,6 +15,22 @@ import numpy as np
 
 TILE = 48  # latents per tile side
 MARGIN = 4  # latents of context around each tile
+
+
+class EdgePadded:
+    """(C, H', W') view of an (H, W, C) array edge-padded to H' x W' (H' >= H, W' >= W), made
+    crop by crop: x[:, rows, cols] is np.pad(a, mode="edge").transpose(2, 0, 1)[:, rows, cols]
+    without the whole padded copy."""
+
+    def __init__(self, a: np.ndarray, height: int, width: int):
+        self.a = a
+        self.shape = (a.shape[2], height, width)
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        channels, rows, cols = key
+        r = np.minimum(np.arange(self.shape[1])[rows], self.a.shape[0] - 1)
+        c = np.minimum(np.arange(self.shape[2])[cols], self.a.shape[1] - 1)
+        return self.a[r][:, c].transpose(2, 0, 1)[channels]
 
 
 def tiled(fn, x: np.ndarray, r_in: int, r_out: int, tile: int = TILE, margin: int = MARGIN):

@@ -1,5 +1,5 @@
-"""Earlier weights of tokc-image-v1, kept so that every file a released tokc wrote keeps
-decoding after the shipped weights are replaced.
+"""Earlier weights of tokc-image-v1 and tokc-audio-v1, kept so that every file a released
+tokc wrote keeps decoding after the shipped weights are replaced.
 
 Each shipped weights set is a codec version, named in a file's header by its digest. When the
 weights are replaced, the old file is archived (`archive`, `python -m tokc.compress.versions
@@ -7,7 +7,8 @@ OLD.safetensors`) into weights/versions/ as a decode-only file: the synthesis g_
 integer networks (8-bit weights stored as int8), the entropy tables and the gains, without the
 encoder's g_a, h_a and synth_gain; its meta keeps the original file's sha256, so it answers
 to the original digest. A decoder that meets a digest other than its weights' looks there
-(`find`) and decodes with that version. Its g_s runs in ONNX Runtime from a graph written from
+(`for_digest`) and decodes with that version (an audio version is its whole decoder: the
+transform is fixed, and its noise-fill settings are in the file's config). Its g_s runs in ONNX Runtime from a graph written from
 the weights when first used (`synthesis_graph`; no export files), or in torch with
 --backend torch. A tune file beside the old weights is archived beside the archive.
 """
@@ -20,6 +21,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from tokc import format as fmt
 from tokc.compress import onnx_proto as pb
 from tokc.compress.base import CodecError
 from tokc.models import packed
@@ -36,6 +38,25 @@ def find(folder: Path, codec_id: str, digest: bytes) -> Path | None:
     """The archived weights of this digest in folder, or None."""
     path = Path(folder) / archive_name(codec_id, digest)
     return path if path.is_file() else None
+
+
+def for_digest(codec, digest: bytes):
+    """The codec of the weights a file names: codec itself, or one (of the same class, on the
+    same backend) over an earlier version archived in weights/versions/ beside its weights,
+    kept on codec._versions; WeightsMismatchError if none."""
+    w = codec.weights
+    if digest == w.digest:
+        return codec
+    cache = codec.__dict__.setdefault("_versions", {})
+    if digest not in cache:
+        folder = w.path.parent / "versions"
+        path = find(folder, w.codec_id, digest)
+        if path is None:
+            raise fmt.WeightsMismatchError(
+                f"{w.codec_id} file made by weights {digest.hex()}, which this install does not "
+                f"have (it has {w.digest.hex()} and the versions in {folder})")
+        cache[digest] = type(codec)(type(w)(path), codec.backend)
+    return cache[digest]
 
 
 def _narrow(key: str, v: np.ndarray) -> np.ndarray:

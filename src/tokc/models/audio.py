@@ -60,7 +60,7 @@ class AudioConfig:
     env_step: float = 0.75  # envelope grid, log2 units of the band RMS (4.5 dB)
     norm: float = 0.15  # the coefficients are divided by E^norm (E: decoded band RMS)
     power: float = 0.8  # companding exponent
-    kappa: float = 0.4  # noise filling: share of the missing band RMS
+    kappa: float | list[float] = 0.4  # noise filling: share of the missing band RMS (or per band)
     scale_min: float = 0.11
     ctx_slices: int = 7
     ctx_width: int = 64

@@ -13,6 +13,34 @@ PROVIDERS = {"cpu": ["CPUExecutionProvider"],
              "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
+_shared_arena: bool | None = None
+
+
+def lean_memory(opts) -> None:
+    """CPU session options for bounded memory: no memory pattern (ONNX Runtime keeps one
+    preallocated plan per input shape, and tiles come in several shapes) and one arena shared
+    by tokc's sessions in this process, registered on first use, that grows by what is asked
+    (ONNX Runtime's own arenas are one per session and grow in powers of two). Measured on g_s
+    and g_a over tiles of three shapes: peak RSS 1085 MB with the defaults, 834 MB with the
+    shared arena, 572 MB with neither pattern, at the same speed. Where the arena cannot be
+    registered (another registered first, an onnxruntime without the call) the session keeps
+    its own."""
+    global _shared_arena
+    import onnxruntime as ort
+
+    opts.enable_mem_pattern = False
+    if _shared_arena is None:
+        try:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            # max_mem 0: no cap; extend strategy 1: kSameAsRequested; -1: defaults
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+            _shared_arena = True
+        except (AttributeError, RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail):
+            _shared_arena = False
+    if _shared_arena:
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+
+
 class OrtRuntime(Runtime):
     backend = "onnx"
 
@@ -38,6 +66,8 @@ class OrtRuntime(Runtime):
         # a codec runs other work (integer networks, ANS) between runs: idle threads sleep
         # rather than spin on the cores it needs (h_s 29-32 ms against 43 in a 768x512 decode)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device == "cpu":
+            lean_memory(opts)
         self.path = path
         self.session = ort.InferenceSession(str(path), opts, providers=PROVIDERS[device])
         super().__init__([i.name for i in self.session.get_inputs()],

@@ -59,14 +59,19 @@ def main(argv=None) -> None:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--kappa", type=float, help="the decoder's noise-fill share (default: the "
-                    "checkpoint's); a decoder setting, tuned after training on training clips")
+    ap.add_argument("--kappa", type=lambda v: [float(k) for k in v.split(",")],
+                    help="the decoder's noise-fill share (default: the checkpoint's): one, or one "
+                    "per band from the lowest, e.g. 0,0.25,0.55 (the last repeated to the top band); "
+                    "a decoder setting, tuned after training on training clips")
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
     state = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
     model = load_checkpoint(args.checkpoint)
     if args.kappa is not None:
-        model.config = dataclasses.replace(model.config, kappa=args.kappa)
+        kappa = args.kappa if len(args.kappa) > 1 else args.kappa[0]
+        if isinstance(kappa, list):
+            kappa = (kappa + kappa[-1:] * model.config.bands)[: model.config.bands]
+        model.config = dataclasses.replace(model.config, kappa=kappa)
         model.g_a.config = model.config
     meta = pack_model(model, calibration_waves(args.data), args.out, {"train_steps": state["step"]})
     print(json.dumps({k: meta[k] for k in ("intnet_max_err", "train_steps")}))
