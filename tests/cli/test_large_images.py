@@ -1,6 +1,7 @@
 """Bounded memory at any image size (issue 16, item 3): `tokc compress` and `tokc decompress`
 of a 24 MP and a 144 MP photo, each in a process of its own, peak RSS under 1.5 GiB and
-2.5 GiB. Slow: minutes on two cores (`make test-slow`)."""
+2.5 GiB (measured: 1.04 / 1.15 and 2.22 / 2.14 GiB). Slow: 12 min on two cores beside a
+training run (`make test-slow`)."""
 
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def _photo(path, height: int, width: int) -> np.ndarray:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # reading 144 MP back
 @pytest.mark.parametrize("height, width, limit", [(4000, 6000, 1.5 * GIB), (12000, 12000, 2.5 * GIB)],
                          ids=["24MP", "144MP"])
 def test_memory_is_bounded(tmp_path, height, width, limit):

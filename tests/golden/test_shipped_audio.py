@@ -41,10 +41,7 @@ def tokens_digest(codec, data: bytes) -> str:
     h = hashlib.sha256()
     segs = [n for _, n in audio.segments(frames) for _ in range(header.channels)]
     for chunk, n in zip(chunks, segs):
-        payload = chunk.payload
-        size = int.from_bytes(payload[:4], "little")
-        z, c = codec.latent.read({"ans ": payload[4 : 4 + size], "esc ": payload[4 + size :]},
-                                 (1, n // audio.Z_STRIDE), level)
+        z, c = codec.latent.read_payload(chunk.payload, (1, n // audio.Z_STRIDE), level, "a segment")
         h.update(z.tobytes() + c.q.tobytes() + c.index.tobytes())
     return h.hexdigest()
 
