@@ -246,6 +246,13 @@ def make_corpus(harness: Harness, folder: Path) -> list[Path]:
         files["image_grey"] = image.compress(photo[:48, :48, 0], quality=50).data
         rgba = np.dstack([photo[:32, :64], rng.integers(0, 256, (32, 64), np.uint8)])
         files["image_rgba"] = image.compress(rgba, quality=50).data
+        from tokc.compress import image as image_module
+
+        side, image_module.TILE_SIDE = image_module.TILE_SIDE, 4  # 64-px tiles: a tiled file
+        try:
+            files["image_tiled"] = image.compress(photo[:72, :80], quality=40).data
+        finally:
+            image_module.TILE_SIDE = side
     audio = harness.codecs.get("tokc-audio-v1")
     if audio is not None:
         t = np.arange(4000) / 16000

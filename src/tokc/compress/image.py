@@ -353,7 +353,7 @@ class ImageCodec:
     def latent_rows(self, header: fmt.Header, chunks: list[fmt.Chunk]) -> Iterator[np.ndarray]:
         """y_hat of a file, row of tiles by row of tiles (each tile's tokens kept no longer
         than it takes to make its latents)."""
-        level_milli = header.rate_dict()["level_milli"]
+        level_milli = self.check_header(header)  # absent: -1, as the tokens were read
         width = -(-header.width // PAD) * PAD // UNIT
         row = []
         for tile, c in self.tile_tokens(header, chunks):
