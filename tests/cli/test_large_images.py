@@ -5,12 +5,12 @@ training run (`make test-slow`)."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import KODAK
-
+KODAK = Path(__file__).resolve().parents[2].parent / "shared/data/images/kodak"
 GIB = 1 << 30
 # one child process, its peak resident set (ru_maxrss, KiB on Linux) printed last
 PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "

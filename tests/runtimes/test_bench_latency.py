@@ -49,11 +49,18 @@ def test_latency_report(png, tmp_path, photo):
     assert "| variant | encode ms | decode ms |" in md and "| onnx-fp32 |" in md
     assert "a test run" in md and "onnx-int8:" in md
     assert "| onnx-fp32 |" in r.stdout  # the table is printed too
+    # whole commands, as a user waits for them, and a decode's steps in a fresh interpreter
+    wp = res["whole_process"]
+    assert wp["commands_ms"]["tokc compress"] > 0 and wp["commands_ms"]["tokc decompress"] > 0
+    split = wp["decode_split_ms"]
+    assert set(split) == {"import_ms", "load_ms", "decode_ms", "write_png_ms"}
+    assert sum(split.values()) < wp["commands_ms"]["tokc decompress"] * 1.5
+    assert "Whole process" in md and "| tokc decompress |" in md
 
-    again = run(png, "--backends", "onnx-fp32", "--out", out, "--name", "t")
+    again = run(png, "--backends", "onnx-fp32", "--out", out, "--name", "t", "--no-whole-process")
     assert again.exit_code == 1 and "use -f" in again.stderr
     forced = run(png, "--backends", "onnx-fp32", "--repeats", "1", "--out", out, "--name", "t", "-f",
-                 "--quiet")
+                 "--quiet", "--no-whole-process")
     assert forced.exit_code == 0 and forced.output == ""
     assert [row["variant"] for row in json.loads((out / "t.json").read_text())["rows"]] == ["onnx-fp32"]
 

@@ -62,3 +62,20 @@ def test_audio_codec_shared_by_threads(tiny_audio_codec):
     for (d1, a1), (d2, a2) in zip(serial, got):
         assert d1 == d2
         np.testing.assert_array_equal(a1, a2)
+
+
+def test_threads_cap_the_sessions_and_change_nothing_else():
+    """tokc.open_model(..., threads=N): a codec of its own whose ONNX Runtime sessions (the
+    transforms and the integer networks) use N threads; the same bytes and pixels."""
+    import tokc
+
+    shared, capped = tokc.open_model("tokc-image-v1"), tokc.open_model("tokc-image-v1", threads=1)
+    assert capped is not shared and capped.weights.threads == 1
+    assert tokc.open_model("tokc-image-v1") is shared  # the default one is loaded once
+    img = _images(1)[0]
+    data = shared.compress(img, quality=40).data
+    assert capped.compress(img, quality=40).data == data
+    assert capped.transforms.name == "onnx"
+    for rt in capped.transforms.runtimes.values():
+        assert rt.session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_array_equal(capped.decompress(data), shared.decompress(data))

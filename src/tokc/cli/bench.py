@@ -357,6 +357,9 @@ def compare_cmd(image: str, quality: float, kbps: float, codecs: str | None, bac
 @click.option("--note", default="", help="A sentence for the report (e.g. what else ran on the machine).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("benchmarks/results"), show_default=True)
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing report.")
+@click.option("--whole-process/--no-whole-process", "whole", default=True, show_default=True,
+              help="Also time whole `tokc compress`/`decompress` commands (beside cwebp/dwebp when "
+              "on PATH) and split a decode into import, model load, decode and PNG write.")
 @click.option("--quiet", is_flag=True, help="No progress or summary lines.")
 def latency_cmd(**options: object) -> None:
     """Encode/decode latency and MP/s per backend and precision, CompressAI beside (one run).
@@ -376,7 +379,7 @@ def latency_cmd(**options: object) -> None:
 
 def _latency(image: Path, variants: str | None, model: str, onnx_dir: Path | None, device: str,
              threads: int, warmup: int, repeats: int, quality: float, name: str | None,
-             note: str, out: Path, force: bool, quiet: bool) -> None:
+             note: str, out: Path, force: bool, quiet: bool, whole: bool = True) -> None:
     from tokc.bench import latency as lat
     from tokc.compress.image import CODEC_ID, CodecError
 
@@ -400,7 +403,7 @@ def _latency(image: Path, variants: str | None, model: str, onnx_dir: Path | Non
     log = None if quiet else (lambda msg: click.echo(f"tokc: {msg}", err=True))
     try:
         res = lat.run_latency(image, names, None if model == CODEC_ID else Path(model), onnx_dir,
-                              device, threads, warmup, repeats, quality, note, log)
+                              device, threads, warmup, repeats, quality, note, log, whole)
     except CodecError as e:
         raise _Fail(str(e), 1) from None
     if not res.rows:

@@ -46,7 +46,7 @@ def get_transforms(weights, backend: str = "auto", build=None):
         if name == "torch":
             return TorchTransforms(weights, build)
         if name == "onnx":
-            return OnnxTransforms(weights)
+            return OnnxTransforms(weights, threads=getattr(weights, "threads", 0) or None)
         exp = base.open_export(weights.path.parent, weights.codec_id, "fp32", weights.sha256)
         try:
             return base.load_parts(exp, "tensorrt", "cuda")

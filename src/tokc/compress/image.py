@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import cached_property, partial
 from itertools import chain
 from pathlib import Path
@@ -502,8 +502,9 @@ def default_codec(backend: str = "auto") -> ImageCodec:
     return _default[backend]
 
 
-def open_codec(*, backend: str = "auto", weights: str | Path | None = None) -> ImageCodec:
-    """The registry's factory: the shipped weights (loaded once per backend) or a weights file."""
-    if weights is None:
+def open_codec(*, backend: str = "auto", weights: str | Path | None = None, threads: int = 0) -> ImageCodec:
+    """The registry's factory: the shipped weights (loaded once per backend) or a weights file;
+    threads > 0: a codec of its own whose ONNX Runtime sessions use that many threads each."""
+    if weights is None and not threads:
         return default_codec(backend)
-    return ImageCodec(ImageWeights(Path(weights)), backend)
+    return ImageCodec(ImageWeights(Path(weights) if weights else WEIGHTS, threads), backend)

@@ -335,6 +335,9 @@ def read(raw: bytes, name: str) -> np.ndarray:
     return as_image(read_image(io.BytesIO(raw), name))
 
 
+PNG_LEVEL = 1
+
+
 def write(pixels: Decoded, name: str, metadata: ImageMetadata | None = None) -> bytes:
     """Decoded pixels -> the bytes of a lossless image file, its format by the name's suffix
     (PNG for stdout), with the metadata where the format holds it (ICC and EXIF in PNG, TIFF
@@ -360,7 +363,9 @@ def write(pixels: Decoded, name: str, metadata: ImageMetadata | None = None) -> 
     if metadata and (metadata.icc_profile or metadata.exif) and not options:
         warnings.warn(f"{name}: .{suffix} holds no ICC profile or EXIF; written without them "
                       f"(use .png, .tif or .webp to keep them)")
-    lossless = {"lossless": True} if kind == "WEBP" else {}
+    # PNG at zlib level 1: kodim23 writes in 83 ms against 313 at Pillow's default level 6, for
+    # 11 % more bytes (a decoded image is more often an intermediate than an archive)
+    lossless = {"lossless": True} if kind == "WEBP" else {"compress_level": PNG_LEVEL} if kind == "PNG" else {}
     buf = io.BytesIO()
     try:
         im.save(buf, kind, **lossless, **options)

@@ -131,7 +131,7 @@ def modality_of(path: str) -> str:
 
 # --- the codecs of this install: one line each ---------------------------------------------------
 register("tokc-image-v1", "tokc.compress.image:open_codec", modality="image",
-         load_options=("backend", "weights"),
+         load_options=("backend", "weights", "threads"),
          rate_options=("quality", "size", "psnr", "effort", "tune"), default=True)
 register("one-d-piece-v1", "tokc.compress.tokens:open_codec", modality="image",
          aliases=("one-d-piece",), load_options=("backend", "checkpoint"), needs=("checkpoint",),

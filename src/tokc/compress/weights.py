@@ -42,12 +42,14 @@ class LatentWeights:
     codec_id = ""
 
     def __init__(self, path: Path, threads: int = 0):
-        """threads: of the integer networks' ONNX Runtime sessions (0: ONNX Runtime's default)."""
+        """threads: of the codec's ONNX Runtime sessions, the integer networks' and the
+        transforms' (0: ONNX Runtime's default, the cores)."""
         path = Path(path)
         if not path.exists():
             raise CodecError(f"weights file not found: {path}")
         self.file = packed.read(path)
         self.path = path
+        self.threads = threads
         self.meta = meta = self.file.meta
         self.tensors = self.file.tensors
         self.config = meta["config"]
