@@ -86,7 +86,8 @@ def test_export_each_arch(tmp_path, arch):
     side = _check(out, arch)
     assert json.loads(r.stdout) == side
     dims = {k: v for g in side["graphs"].values() for k, v in g["dynamic_axes"].items()}
-    assert all("batch" in axes.values() for axes in dims.values())
+    # every input with a dynamic axis has a batch axis (WavTokenizer's bandwidth_id (1,) has none)
+    assert all("batch" in axes.values() for axes in dims.values() if axes)
     if arch == "one-d-piece":
         assert side["graphs"]["decoder"]["inputs"][0]["shape"] == ["batch", 1, "tokens"]
     if arch == "wetok":
