@@ -100,8 +100,7 @@ class AudioWeights(LatentWeights):
     def h_a_layers(self) -> list[tuple]:
         """h_a (the encoder's; an archived version has none): magnitudes, 1x1 conv, ReLU,
         1x5 conv stride 2, ReLU, 1x5 conv stride 2."""
-        if self.archived:
-            raise CodecError(f"{self.path.name} is an archived version: it only decodes")
+        versions.check_encodes(self)
         state = {k: v.astype(np.float64) for k, v in self.float_state("h_a").items()}
         return [(state[f"{i}.weight"], state[f"{i}.bias"], s) for i, s in ((1, 1), (3, 2), (5, 2))]
 
@@ -158,6 +157,7 @@ class AudioCodec:
         w = self.weights
         self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
         self.grid = np.arange(w.bands + w.hop) < w.bands  # the envelope: exact grid tokens
+        self._versions = {}  # digest -> the codec of an archived version (versions.for_digest)
 
     def for_digest(self, digest: bytes) -> AudioCodec:
         """The codec of the weights a file names: these, or an earlier version archived in
@@ -223,8 +223,7 @@ class AudioCodec:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
         most that average bitrate) or size (bytes)."""
-        if self.weights.archived:
-            raise CodecError(f"{self.weights.path.name} is an archived version: it only decodes")
+        versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
             raise CodecError(f"{CODEC_ID} codes mono or stereo; this has {sound.channels} "

@@ -144,6 +144,11 @@ class Tiled:
         return len(self.rows) == 1 and len(self.rows[0]) == 1
 
 
+def padded(height: int, width: int) -> tuple[int, int]:
+    """An image's size padded to PAD, as it is coded."""
+    return -(-height // PAD) * PAD, -(-width // PAD) * PAD
+
+
 def tile_grid(h: int, w: int, side: int) -> list[list[tuple[slice, slice]]]:
     """The file tiles of an (h, w) latent grid, rows of (rows, cols) in raster order."""
     return [[(slice(i, min(i + side, h)), slice(j, min(j + side, w))) for j in range(0, w, side)]
@@ -161,6 +166,7 @@ class ImageCodec:
         self.backend = backend
         self.latent = LatentCoder(self.weights, checkerboard)
         self._tunes = {}
+        self._versions = {}  # digest -> the codec of an archived version (versions.for_digest)
         if transforms is not None:
             self.transforms = transforms
         elif self.weights.archived:
@@ -195,7 +201,7 @@ class ImageCodec:
     def analysis(self, rgb: np.ndarray) -> np.ndarray:
         """The latents y (M, h, w) of an image, edge-padded to PAD, g_a in overlapping pieces."""
         h, w = rgb.shape[:2]
-        x = EdgePadded(rgb, -(-h // PAD) * PAD, -(-w // PAD) * PAD)
+        x = EdgePadded(rgb, *padded(h, w))
         return tiled(lambda crop: self.transforms.run("g_a", crop.astype(np.float32) / 255),
                      x, UNIT, 1, TILE, MARGIN)
 
@@ -222,6 +228,10 @@ class ImageCodec:
         rgb = t.rgb[tile.rows.start * UNIT : tile.rows.stop * UNIT, tile.cols.start * UNIT : tile.cols.stop * UNIT]
         return Analysed(rgb, t.y[:, tile.rows, tile.cols], tile.z, mean, log_scale_q)
 
+    def whole(self, a: Analysed | Tiled) -> Analysed | Tiled:
+        """An image of one tile as the Analysed of the untiled layout; anything else as it is."""
+        return self.tile(a, a.rows[0][0]) if isinstance(a, Tiled) and a.untiled else a
+
     def rdoq_weight(self, level_milli: int) -> np.ndarray | None:
         """Distortion per squared token unit of each channel, in the training loss's units:
         lambda * 255**2 * (squared error summed over 3 colours) / 3; None (plain rounding) for
@@ -242,8 +252,7 @@ class ImageCodec:
         rate = (("level_milli", level_milli),)
         if tune != "psnr":  # absent means psnr: files without a tune are as they always were
             rate += (("tune", TUNES.index(tune)),)
-        if isinstance(a, Tiled) and a.untiled:
-            a = self.tile(a, a.rows[0][0])
+        a = self.whole(a)
         if isinstance(a, Analysed):
             chunks = self.latent.chunks(a.z, self.code(a, level_milli))
         else:  # absent means untiled: files of one tile are as they always were
@@ -319,18 +328,18 @@ class ImageCodec:
         (a file of one tile; tile_tokens reads any file)."""
         header, chunks = fmt.unpack(data)
         level_milli = self.check_header(header)
-        by_tag = {c.tag: c.payload for c in chunks}
         if "tile" in header.rate_dict():
             raise CodecError("a file in tiles: read it with tile_tokens")
-        hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
-        z, c = self.latent.read(by_tag, (hp // PAD, wp // PAD), level_milli)
-        return header, by_tag, z, c
+        tile, c = next(self._tile_tokens(header, chunks, level_milli))
+        return header, {ch.tag: ch.payload for ch in chunks}, tile.z, c
 
     def tile_tokens(self, header: fmt.Header, chunks: list[fmt.Chunk]) -> Iterator[tuple[Tile, Coded]]:
         """The tokens of a file, tile by tile in raster order (one tile, the whole image, in a
         file without the rate parameter `tile`), exactly as the encoder coded them."""
-        level_milli = self.check_header(header)
-        hp, wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
+        return self._tile_tokens(header, chunks, self.check_header(header))
+
+    def _tile_tokens(self, header: fmt.Header, chunks: list[fmt.Chunk], level_milli: int) -> Iterator[tuple[Tile, Coded]]:
+        hp, wp = padded(header.height, header.width)
         side = header.rate_dict().get("tile")
         if side is None:
             z, c = self.latent.read({c.tag: c.payload for c in chunks}, (hp // PAD, wp // PAD), level_milli)
@@ -341,22 +350,20 @@ class ImageCodec:
         if len(payloads) != sum(map(len, grid)):  # before any work: a forged size fails here
             raise fmt.CorruptError(f"{len(payloads)} {TILE_TAG!r} chunks for an image of "
                                    f"{sum(map(len, grid))} tiles")
-        payloads.reverse()
         k = PAD // UNIT
-        for row in grid:
-            for r, c in row:
-                z, coded = self.latent.read_payload(
-                    payloads.pop(), ((r.stop - r.start) // k, (c.stop - c.start) // k), level_milli,
-                    f"a {TILE_TAG!r} chunk")
-                yield Tile(r, c, z), coded
+        for payload, (r, c) in zip(payloads, (tile for row in grid for tile in row)):
+            z, coded = self.latent.read_payload(
+                payload, ((r.stop - r.start) // k, (c.stop - c.start) // k), level_milli,
+                f"a {TILE_TAG!r} chunk")
+            yield Tile(r, c, z), coded
 
-    def latent_rows(self, header: fmt.Header, chunks: list[fmt.Chunk]) -> Iterator[np.ndarray]:
-        """y_hat of a file, row of tiles by row of tiles (each tile's tokens kept no longer
-        than it takes to make its latents)."""
-        level_milli = self.check_header(header)  # absent: -1, as the tokens were read
-        width = -(-header.width // PAD) * PAD // UNIT
+    def latent_rows(self, header: fmt.Header, chunks: list[fmt.Chunk], level_milli: int) -> Iterator[np.ndarray]:
+        """y_hat of a file whose header check_header passed (level_milli: what it returned),
+        row of tiles by row of tiles (each tile's tokens kept no longer than it takes to make
+        its latents)."""
+        width = padded(header.height, header.width)[1] // UNIT
         row = []
-        for tile, c in self.tile_tokens(header, chunks):
+        for tile, c in self._tile_tokens(header, chunks, level_milli):
             row.append(self.latents(c, level_milli))
             if tile.cols.stop == width:  # the row's last tile
                 yield np.concatenate(row, axis=2)
@@ -372,8 +379,7 @@ class ImageCodec:
         (True), none (False), or an ImageMetadata; chunks after the tokens', which they leave
         as they are (a size= budget counts them)."""
         tune = DEFAULT_TUNE if tune is None else tune
-        if self.weights.archived:
-            raise CodecError(f"{self.weights.path.name} is an archived version: it only decodes")
+        versions.check_encodes(self.weights)
         self.synthesis(tune)  # an unknown or missing tune fails before any work
         img = as_image(image)
         rgb, channels, extra = split_alpha_gray(img)
@@ -467,8 +473,7 @@ class ImageCodec:
     def psnr_at(self, a: Analysed | Tiled, level_milli: int, tune: str = "psnr") -> float:
         from tokc.metrics.image import psnr as _psnr
 
-        if isinstance(a, Tiled) and a.untiled:
-            a = self.tile(a, a.rows[0][0])
+        a = self.whole(a)
         if isinstance(a, Analysed):
             out = self.reconstruct(self.code(a, level_milli), level_milli, *a.rgb.shape[:2], tune)
             return _psnr(a.rgb, out)
@@ -485,11 +490,11 @@ class ImageCodec:
         if codec is not self:  # a file of earlier weights
             return codec.decompress(data)
         header, chunks = fmt.unpack(data)
-        self.check_header(header)
+        level_milli = self.check_header(header)
         by_tag = {c.tag: c.payload for c in chunks}
         ImageMetadata.from_chunks(by_tag)  # a bad metadata chunk is an error, as in the CLI
         tune = TUNES[header.rate_dict().get("tune", 0)]
-        rgb = self.synthesise(self.latent_rows(header, chunks), header.height, header.width, tune)
+        rgb = self.synthesise(self.latent_rows(header, chunks, level_milli), header.height, header.width, tune)
         return merge_alpha_gray(rgb, header.channels, by_tag)
 
 

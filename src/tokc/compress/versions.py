@@ -43,11 +43,11 @@ def find(folder: Path, codec_id: str, digest: bytes) -> Path | None:
 def for_digest(codec, digest: bytes):
     """The codec of the weights a file names: codec itself, or one (of the same class, on the
     same backend) over an earlier version archived in weights/versions/ beside its weights,
-    kept on codec._versions; WeightsMismatchError if none."""
+    kept in codec._versions; WeightsMismatchError if none."""
     w = codec.weights
     if digest == w.digest:
         return codec
-    cache = codec.__dict__.setdefault("_versions", {})
+    cache = codec._versions
     if digest not in cache:
         folder = w.path.parent / "versions"
         path = find(folder, w.codec_id, digest)
@@ -57,6 +57,12 @@ def for_digest(codec, digest: bytes):
                 f"have (it has {w.digest.hex()} and the versions in {folder})")
         cache[digest] = type(codec)(type(w)(path), codec.backend)
     return cache[digest]
+
+
+def check_encodes(weights) -> None:
+    """CodecError for an archived version: its file holds no encoder."""
+    if weights.archived:
+        raise CodecError(f"{weights.path.name} is an archived version: it only decodes")
 
 
 def _narrow(key: str, v: np.ndarray) -> np.ndarray:
