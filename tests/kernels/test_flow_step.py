@@ -109,3 +109,32 @@ def test_bad_arguments(gen):
         flow_step(x, torch.zeros(2, 4), x, 0.1, 2.0)
     with pytest.raises(ValueError, match="method"):
         flow_decode(lambda x, t: x, x, 4, method="rk4")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_numpy_twin_matches_the_reference(variant):
+    """tokc.runtimes.flow (numpy, for runtimes without torch) computes the reference's step."""
+    from tokc.runtimes import flow
+
+    gen = torch.Generator().manual_seed(3)
+    for shape in SHAPES:
+        x, vc, vu, xp = tensors(gen, shape, torch.float32, "cpu")
+        want = call("torch", x, vc, vu, xp, variant)
+        kw = {k: v for k, v in variant.items() if k in ("mode", "apg_eta", "apg_norm_threshold")}
+        got = flow.flow_step(x.numpy(), vc.numpy(), None if variant.get("no_uncond") else vu.numpy(), 0.125,
+                             4.5, x_pred=xp.numpy() if variant.get("heun") else None, **kw)
+        assert got.dtype == x.numpy().dtype
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=2e-5, rtol=2e-5)
+
+
+def test_numpy_twin_decode_matches_flow_decode():
+    from tokc.runtimes import flow
+
+    gen = torch.Generator().manual_seed(4)
+    a = torch.randn(1, 2, 4, 4, generator=gen)
+    x0 = torch.randn(3, 2, 4, 4, generator=gen)
+    for method in ("euler", "heun"):
+        want = flow_decode(lambda x, t: (x * t + a, 0.5 * x), x0, 5, guidance=2.0, method=method, impl="torch")
+        got = flow.flow_decode(lambda x, t: (x * t + a.numpy(), 0.5 * x), x0.numpy(), 5, guidance=2.0,
+                               method=method)
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=1e-5)

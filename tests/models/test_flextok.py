@@ -12,35 +12,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from tiny_tokenizers import FLEXTOK_DEC as TINY  # noqa: E402
+from tiny_tokenizers import FLEXTOK_ENC as TINY_ENC  # noqa: E402
+from tiny_tokenizers import FLEXTOK_VAE as TINY_VAE  # noqa: E402
+from tiny_tokenizers import flextok_full_model as full_model  # noqa: E402
+from tiny_tokenizers import flextok_hub_config as hub_config  # noqa: E402
+from tiny_tokenizers import save_flextok_checkpoint as _save_checkpoint  # noqa: E402
+
 from tokc.models import flextok, load_pretrained  # noqa: E402
 from tokc.models.checkpoints import CheckpointError, detect_arch  # noqa: E402
 from tokc.models.metadata import parse_metadata, read_safetensors_header  # noqa: E402
 
 PROBE = "tokc_flextok_probe_module"
-
-
-def hub_config(target_prefix: str = "flextok") -> dict:
-    """The shape of a FlexTok hub config (sections, module_dict, _target_ paths), tiny sizes."""
-    t = lambda name: f"{target_prefix}.{name}"  # noqa: E731
-    return {
-        "vae": {"_target_": t("vae_wrapper.StableDiffusionVAE"), "images_read_key": "rgb"},
-        "encoder": {"_target_": t("model.utils.wrappers.SequentialModuleDictWrapper"), "module_dict": {
-            "enc_patch_emb": {"_target_": t("model.preprocessors.patching.PatchEmbedder"),
-                              "channels_in": 16, "dim": 64, "patch_sizes": [2, 2]},
-            "enc_register_module": {"_target_": t("model.preprocessors.registers.Registers1D"),
-                                    "dim": 64, "n_min": 1, "n_max": 256},
-            "enc_transformer": {"_target_": t("model.trunks.transformers.FlexTransformer"),
-                                "dim": 64, "depth": 3},
-        }},
-        "decoder": {"_target_": t("model.utils.wrappers.SequentialModuleDictWrapper"), "module_dict": {
-            "dec_transformer": {"_target_": t("model.trunks.transformers.FlexTransformer"),
-                                "dim": 96, "depth": 5},
-        }},
-        "regularizer": {"_target_": t("regularizers.quantize_fsq.FSQ"),
-                        "levels": [8, 8, 8, 5, 5, 5], "latents_read_key": "enc_registers"},
-        "flow_matching_noise_module": {"_target_": t("flow_matching.noise_modules.MinRFNoiseModule")},
-        "pipeline": {"_target_": t("flow_matching.pipelines.MinRFPipeline"), "_partial_": True},
-    }
 
 
 def test_fsq_matches_formula_and_round_trips():
@@ -125,8 +108,6 @@ def test_bad_levels_and_bad_files(tmp_path):
 # -- the decode path: rectified-flow decoder + tokc.kernels.flow_decode -------------------------
 from tokc.models import flextok_decoder as fd  # noqa: E402
 
-TINY = fd.DecoderSpec(dim=32, depth=2, head_dim=16, max_tokens=8, latent_channels=4,
-                      patch_size=(2, 2), patches_posemb_max=(4, 4))
 LAT = 6  # latent grid 6×6 -> 3×3 patches (the sin-cos table is cropped from 4×4)
 
 
@@ -361,21 +342,6 @@ def test_decode_is_flow_decode_and_matches_the_official_loop(monkeypatch, guidan
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def _save_checkpoint(folder, model, config, extra=None, metadata=False):
-    from safetensors.torch import save_file
-
-    folder.mkdir()
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    state.setdefault("encoder.module_dict.enc_register_module.registers", torch.zeros(8, 32))
-    state.update(extra or {})
-    if metadata:
-        save_file(state, str(folder / "model.safetensors"), metadata={k: str(v) for k, v in config.items()})
-    else:
-        save_file(state, str(folder / "model.safetensors"))
-        (folder / "config.json").write_text(json.dumps(config))
-    return state
-
-
 @pytest.mark.parametrize("metadata", [False, True])
 def test_load_pretrained_official_layout(tmp_path, metadata):
     m = tiny_model(seed=4)
@@ -412,9 +378,6 @@ def test_load_mismatch_is_one_clear_error(tmp_path):
 
 # -- the VAE decoder (diffusers AutoencoderKL layout) ------------------------------------------
 from tokc.models import autoencoder_kl as akl  # noqa: E402
-
-TINY_VAE = {"latent_channels": 4, "block_out_channels": [8, 16], "layers_per_block": 1,
-            "norm_num_groups": 4, "scaling_factor": 0.5}
 
 
 def test_vae_decoder_keys_are_diffusers_names():
@@ -503,15 +466,6 @@ def test_checkpoint_with_vae_decodes_to_pixels(tmp_path):
 
 # -- the encoder: VAE encoder + register encoder + FSQ ------------------------------------------
 from tokc.models import flextok_encoder as fe  # noqa: E402
-
-TINY_ENC = fe.EncoderSpec(dim=32, depth=2, head_dim=16, latent_channels=4, patch_size=(2, 2),
-                          posemb_max=(4, 4), max_tokens=8)
-
-
-def full_model(seed=0, enc=TINY_ENC):
-    torch.manual_seed(seed)
-    return fd.FlexTokModel(TINY, encoder_spec=enc, vae_spec=akl.vae_spec_from_config(TINY_VAE),
-                           vae_encoder=True, sample_posterior=False).eval()
 
 
 def test_encoder_keys_config_and_refusals():

@@ -9,24 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
+from tiny_tokenizers import GPSTOKEN, gpstoken_model  # noqa: E402
+
 from tokc.models import gpstoken, load_pretrained  # noqa: E402
 from tokc.models.checkpoints import detect_arch  # noqa: E402
 
-TINY = gpstoken.GPSTokenConfig(
-    num_tokens=6, rois=2, enc_layers=2, enc_width=16, enc_heads=2, feature_dim=4,
-    render_size=(8, 10), pre_channels=8, pre_temb_channels=8, ch=8, ch_mult=(1, 2),
-    num_res_blocks=1, resolution=16, num_groups=4, adaptive_min_size=2, attn_resolutions=(8,),
-)
+TINY = GPSTOKEN
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = gpstoken.GPSToken(TINY).eval()
-    with torch.no_grad():  # the official zero-init of the delta head hides bugs; randomise it
-        m.to_gps[0].weight.normal_(0, 0.1)
-        m.to_gps[0].bias.normal_(0, 0.1)
-    return m
+    return gpstoken_model()
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +188,26 @@ def test_bad_state_is_one_clear_error(model, tmp_path):
         gpstoken.load(tmp_path)
 
 
-def test_onnx_export_of_decoder(model, images, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    path = gpstoken.export_decoder_onnx(model, tmp_path / "decoder.onnx")
+def test_resize_matches_torch_bilinear():
+    """The numpy layout's resize is torch's bilinear (half-pixel, no antialias) to fp32 rounding."""
+    import torch.nn.functional as F
+
+    from tokc.models.gpstoken_layout import resize_bilinear
+
+    rng = np.random.default_rng(0)
+    for shape in [(256, 256), (17, 40), (5, 3), (100, 31)]:
+        x = rng.random(shape).astype(np.float32)
+        want = F.interpolate(torch.from_numpy(x)[None, None], size=(64, 64), mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
+        np.testing.assert_allclose(resize_bilinear(x, 64), want, rtol=0, atol=2e-7)
+
+
+def test_graph_forms_match_the_model(model, images):
+    """What the export traces (dense RoIAlign, the batched splat reference) is the model."""
     with torch.no_grad():
-        tok = model.encode(images[:1])
-        want = model.decode(tok, impl="torch").numpy()
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"tokens": tok.numpy()})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    ops = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
-    assert not any("triton" in o.lower() for o in ops)
+        init, regions = model.initial_layout(images)
+        tok = model.encode(images, init, regions)
+        torch.testing.assert_close(model.encode(images, init, regions, dense_roi=True), tok,
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gpstoken.DecoderGraph(model)(tok), model.decode(tok, impl="torch"),
+                                   rtol=1e-4, atol=1e-4)

@@ -1,8 +1,8 @@
 """`tokc export MODEL -o DIR [--precision fp32|fp16|int8] [--opset N]`: ONNX graphs of a
 model's float parts plus a JSON sidecar, each part validated against PyTorch at a new shape.
 
-`tokc export --arch {one-d-piece,titok-vq,wavtokenizer,wetok} --checkpoint PATH -o DIR`: the
-encoder and decoder graphs of a published tokenizer checkpoint (tokc.export.tokenizers)."""
+`tokc export --arch {one-d-piece,titok-vq,wavtokenizer,wetok,gpstoken,flextok} --checkpoint PATH -o DIR`:
+the encoder and decoder graphs of a published tokenizer checkpoint (tokc.export.tokenizers)."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def resolve_weights(model: str) -> Path:
     raise Usage(f"unknown model {model!r} ({CODEC_ID}, or a weights file)")
 
 
-TOKENIZER_ARCHS = ("one-d-piece", "titok-vq", "wavtokenizer", "wetok")
+TOKENIZER_ARCHS = ("one-d-piece", "titok-vq", "wavtokenizer", "wetok", "gpstoken", "flextok")
 
 
 @main.command("export", cls=OneLineCommand)

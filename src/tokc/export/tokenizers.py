@@ -1,11 +1,19 @@
-"""ONNX export of the published tokenizers (One-D-Piece, TiTok VQ, WavTokenizer, WeTok).
+"""ONNX export of the published tokenizers (One-D-Piece, TiTok VQ, WavTokenizer, WeTok,
+GPSToken, FlexTok).
 
 `tokc export --arch ARCH --checkpoint PATH -o DIR [--opset N]` writes
 
     <arch>.encoder.onnx   <arch>.decoder.onnx   <arch>.onnx.json
 
+and for FlexTok also ``flextok.vae_decoder.onnx`` / ``flextok.vae_encoder.onnx`` when the
+checkpoint has the VAE (its ``decoder`` graph is the flow's velocity network, one call per
+sampling step: :mod:`tokc.models.flextok_graphs`). GPSToken's encoder graph takes the
+Gaussians' initial layout as inputs (the image-dependent partition runs in numpy before it:
+:mod:`tokc.models.gpstoken_layout`).
+
 Every axis that can vary is dynamic and named (``batch``; ``height``/``width`` for WeTok;
-``samples``/``frames`` for WavTokenizer; ``tokens`` for One-D-Piece prefix decoding). The
+``samples``/``frames`` for WavTokenizer; ``tokens`` for One-D-Piece prefix decoding, GPSToken's
+token count and FlexTok's token prefix). The
 sidecar holds each graph's input/output names and shapes, the dynamic axes, the opset, the
 tolerance, the sha256 of the weights file and the validation of each graph against PyTorch at
 a shape different from the traced one: names, then shapes, then token indices (exactly), then
@@ -49,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokc.models import titok, wavtokenizer, wetok
+from tokc.models import flextok_graphs, gpstoken, titok, wavtokenizer, wetok
 from tokc.models.graphs import Graph
 
 MODULES = {  # arch -> the model module with onnx_graphs(model, token_axis), onnx_constraints(model)
@@ -57,6 +65,8 @@ MODULES = {  # arch -> the model module with onnx_graphs(model, token_axis), onn
     "titok-vq": titok,
     "wavtokenizer": wavtokenizer,
     "wetok": wetok,
+    "gpstoken": gpstoken,
+    "flextok": flextok_graphs,
 }
 ARCHS = tuple(MODULES)
 TOKEN_AXES = ("dynamic", "masked")
@@ -198,8 +208,13 @@ def write_graphs(model, arch: str, out_dir: str | Path, opset: int = OPSET,
     return written
 
 
+EXTRA_PARTS = {"flextok": ("vae_decoder", "vae_encoder")}  # written when the checkpoint has them
+
+
 def file_names(arch: str) -> list[str]:
-    return [f"{arch}.encoder.onnx", f"{arch}.decoder.onnx", f"{arch}.onnx.json"]
+    """Every file an export of ``arch`` may write, the sidecar last."""
+    parts = ("encoder", "decoder") + EXTRA_PARTS.get(arch, ())
+    return [f"{arch}.{p}.onnx" for p in parts] + [f"{arch}.onnx.json"]
 
 
 def export_tokenizer(arch: str, checkpoint: str | Path, out_dir: str | Path, opset: int = OPSET,
@@ -231,9 +246,10 @@ def export_tokenizer(arch: str, checkpoint: str | Path, out_dir: str | Path, ops
     sidecar["constraints"] = constraints(model, arch)
     if arch == "one-d-piece":
         sidecar["token_axis"] = token_axis
-    names = file_names(arch)
+    names = []
     with tempfile.TemporaryDirectory(prefix=".tokc-export-", dir=out_dir) as tmp:
         for graph, path in write_graphs(model, arch, tmp, opset, token_axis):
+            names.append(path.name)
             checked = validate(path, graph)
             dynamic = {}
             for io_name, shape in zip(graph.inputs + graph.outputs,
@@ -249,7 +265,11 @@ def export_tokenizer(arch: str, checkpoint: str | Path, out_dir: str | Path, ops
                 "traced_shapes": [list(x.shape) for x in graph.traced],
                 "validation": checked,
             }
+        names.append(file_names(arch)[-1])
         (Path(tmp) / names[-1]).write_text(json.dumps(sidecar, indent=1) + "\n")
+        for name in file_names(arch):  # a part this checkpoint lacks must not linger from before
+            if name not in names and (out_dir / name).exists():
+                (out_dir / name).unlink()
         for name in names:
             os.replace(Path(tmp) / name, out_dir / name)
     return sidecar

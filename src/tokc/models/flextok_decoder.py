@@ -327,7 +327,7 @@ class _TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(s.freq_size, s.dim), nn.SiLU(), nn.Linear(s.dim, s.dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        if bool((t > self.max_timestep).any()):
+        if not torch.compiler.is_compiling() and bool((t > self.max_timestep).any()):
             raise ValueError(f"timesteps must be <= {self.max_timestep}")
         return self.mlp(sinusoidal_time_embedding(t, self.freq_size, self.max_timestep))
 

@@ -51,6 +51,8 @@ from torch import nn
 
 from tokc.kernels import splat
 
+from .gpstoken_layout import adaptive_partition, grey_of_array
+
 __all__ = [
     "GPSTokenConfig",
     "GPSToken",
@@ -58,7 +60,7 @@ __all__ = [
     "adaptive_partition",
     "roi_align",
     "load",
-    "export_decoder_onnx",
+    "onnx_graphs",
     "PARAMS",
 ]
 
@@ -161,103 +163,23 @@ class GaussianTokens:
         return GaussianTokens(tokens[..., 3:5], tokens[..., 0:2], tokens[..., 2], tokens[..., PARAMS:])
 
 
-# ---------------------------------------------------------------------- initial layout
-_SOBEL = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-
-
-def _resize_bilinear(img: np.ndarray, size: int) -> np.ndarray:
-    """cv2.resize(img, (size, size)) with INTER_LINEAR: half-pixel centres, no antialiasing."""
-    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0].double().numpy()
-
-
-def _sobel(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.pad(img, 1, mode="edge")
-    h, w = img.shape
-    gx = np.zeros_like(img)
-    gy = np.zeros_like(img)
-    for dy in range(3):
-        for dx in range(3):
-            win = p[dy : dy + h, dx : dx + w]
-            gx += _SOBEL[dy, dx] * win
-            gy += _SOBEL[dx, dy] * win
-    return gx, gy
-
-
-def complexity(grey: np.ndarray, weight: float) -> float:
-    """entropy(histogram of Sobel magnitudes on a 64×64 resize)^weight × area (grey in [−1, 1])."""
-    h, w = grey.shape
-    small = _resize_bilinear((grey + 1.0) / 2.0, 64)
-    gx, gy = _sobel(small)
-    hist, _ = np.histogram(np.sqrt(gx * gx + gy * gy), bins=512, range=(-5.5, 5.5))
-    p = hist / (hist.sum() + 1e-5)
-    entropy = -np.sum(p * np.log2(p + 1e-10))
-    return float(entropy**weight * h * w)
-
-
-def adaptive_partition(grey: np.ndarray, num: int, weight: float = 2.5, min_size: int = 8
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Entropy-balanced split of a (H, W) grey image in [−1, 1] into ``num`` boxes.
-
-    Returns (init (num, 5) float32 as [σx, σy, ρ, x, y], regions (num, 4) float32 as
-    [x0, y0, x1, y1]), all in [−1, 1] align-corners coordinates. Repeatedly takes the most
-    complex box that is still splittable and halves it across its longer side (for a square box,
-    across the side whose better half is less complex).
-    """
-    h, w = grey.shape
-    # candidate: (complexity, y0, y1, x0, x1) with inclusive pixel ranges
-    boxes = [(complexity(grey, weight), 0, h - 1, 0, w - 1)]
-    big = 1_000_000.0
-    while len(boxes) < num:
-        boxes.sort(key=lambda b: b[0], reverse=True)  # stable, as the official
-        pick = next((i for i, b in enumerate(boxes)
-                     if b[2] - b[1] > min_size or b[4] - b[3] > min_size), None)
-        if pick is None:
-            raise ValueError(f"cannot split a {h}x{w} image into {num} boxes of side > {min_size}")
-        _, y0, y1, x0, x1 = boxes.pop(pick)
-        bh, bw = y1 - y0 + 1, x1 - x0 + 1
-        halves_x = halves_y = None
-        if bw > min_size and bw >= bh:
-            m = x0 + bw // 2
-            halves_x = [(complexity(grey[y0 : y1 + 1, x0:m], weight), y0, y1, x0, m - 1),
-                        (complexity(grey[y0 : y1 + 1, m : x1 + 1], weight), y0, y1, m, x1)]
-        if bh > min_size and bh >= bw:
-            m = y0 + bh // 2
-            halves_y = [(complexity(grey[y0:m, x0 : x1 + 1], weight), y0, m - 1, x0, x1),
-                        (complexity(grey[m : y1 + 1, x0 : x1 + 1], weight), m, y1, x0, x1)]
-        best_x = min(b[0] for b in halves_x) if halves_x else big
-        best_y = min(b[0] for b in halves_y) if halves_y else big
-        if bw > bh or (bw == bh and best_x < best_y):
-            chosen = halves_x
-        else:
-            chosen = halves_y
-        if chosen is None:
-            raise ValueError(f"box {bh}x{bw} cannot be split (min_size {min_size})")
-        boxes.extend(chosen)
-    init = np.zeros((len(boxes), 5), np.float64)
-    regions = np.zeros((len(boxes), 4), np.float64)
-    for i, (_, y0, y1, x0, x1) in enumerate(boxes):
-        init[i] = ((x1 - x0) / w * 2.0 / 3.0, (y1 - y0) / h * 2.0 / 3.0, 0.0,
-                   ((x1 + x0) / 2.0 / (w - 1) - 0.5) * 2.0, ((y1 + y0) / 2.0 / (h - 1) - 0.5) * 2.0)
-        regions[i] = ((x0 / (w - 1) - 0.5) * 2, (y0 / (h - 1) - 0.5) * 2,
-                      (x1 / (w - 1) - 0.5) * 2, (y1 / (h - 1) - 0.5) * 2)
-    return init.astype(np.float32), regions.astype(np.float32)
-
-
 def grey_of(x: torch.Tensor) -> np.ndarray:
     """(3, H, W) RGB in [−1, 1] -> (H, W) float32 luma (BT.601 weights, as the official)."""
-    r, g, b = x.detach().float().cpu().numpy()
-    return (0.299 * r + 0.587 * g + 0.114 * b).astype(np.float32)
+    return grey_of_array(x.detach().float().cpu().numpy())
 
 
 # ---------------------------------------------------------------------- RoIAlign
-def _axis_weights(start: torch.Tensor, length: torch.Tensor, pooled: int, size: int) -> torch.Tensor:
+def _axis_weights(start: torch.Tensor, length: torch.Tensor, pooled: int, size: int,
+                  g_max: int | None = None) -> torch.Tensor:
     """(R, pooled, size) averaged bilinear weights along one axis (torchvision RoIAlign rules,
-    aligned=True, sampling_ratio=-1: ceil(length/pooled) samples per bin)."""
+    aligned=True, sampling_ratio=-1: ceil(length/pooled) samples per bin). ``g_max``: a bound
+    on the samples per bin known without looking at the data (for tracing); the samples past
+    each RoI's own count weigh nothing, so any bound gives the same weights."""
     r = start.shape[0]
     bin_len = length / pooled
     grid = torch.ceil(length / pooled).clamp_min(0)  # samples per bin, per roi
-    g_max = max(int(grid.max().item()) if r else 0, 1)
+    if g_max is None:
+        g_max = max(int(grid.max().item()) if r else 0, 1)
     i = torch.arange(g_max, dtype=start.dtype, device=start.device)
     p = torch.arange(pooled, dtype=start.dtype, device=start.device)
     g = grid.clamp_min(1)[:, None, None]
@@ -302,6 +224,22 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Te
         f = features[int(batch_index[r]), :, y0:y1, x0:x1].float()
         out[r] = torch.einsum("ph,chw,qw->cpq", wy[r, :, y0:y1], f, wx[r, :, x0:x1])
     return out.to(features.dtype)
+
+
+def roi_align_dense(features: torch.Tensor, boxes: torch.Tensor, output_size: int) -> torch.Tensor:
+    """:func:`roi_align` for every image's RoIs at once, without data-dependent slicing (what
+    the exported encoder traces): features (B, C, H, W), boxes (B, M, 4) pixel x0, y0, x1, y1
+    inside the image -> (B·M, C, output_size, output_size). Each RoI weighs every row and
+    column (zeros outside it), so it costs about M times :func:`roi_align`'s work."""
+    b, c, h, w = features.shape
+    m = boxes.shape[1]
+    boxes = boxes.float().reshape(b * m, 4) - 0.5
+    # a box inside the image is at most W - 1 wide: ceil((W - 1) / P) <= ceil(W / P) samples
+    wx = _axis_weights(boxes[:, 0], boxes[:, 2] - boxes[:, 0], output_size, w, -(-w // output_size))
+    wy = _axis_weights(boxes[:, 1], boxes[:, 3] - boxes[:, 1], output_size, h, -(-h // output_size))
+    rows = torch.einsum("bmph,bchw->bmcpw", wy.reshape(b, m, output_size, h), features.float())
+    out = torch.einsum("bmcpw,bmqw->bmcpq", rows, wx.reshape(b, m, output_size, w))
+    return out.reshape(b * m, c, output_size, output_size).to(features.dtype)
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -488,24 +426,29 @@ class GPSToken(nn.Module):
 
     # -- encoder
     def encode(self, x: torch.Tensor, init: torch.Tensor | None = None,
-               regions: torch.Tensor | None = None, num_tokens: int | None = None) -> torch.Tensor:
+               regions: torch.Tensor | None = None, num_tokens: int | None = None,
+               dense_roi: bool = False) -> torch.Tensor:
         """Images (B, 3, H, W) in [−1, 1] -> tokens (B, M, 5 + C) = [σx, σy, ρ, x, y, features].
 
-        ``init`` (B, M, 5) and ``regions`` (B, M, 4) default to :func:`adaptive_partition`."""
+        ``init`` (B, M, 5) and ``regions`` (B, M, 4) default to :func:`adaptive_partition`.
+        ``dense_roi``: :func:`roi_align_dense` (traceable) instead of :func:`roi_align`."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(x.shape)}")
         if init is None or regions is None:
             init, regions = self.initial_layout(x, num_tokens)
         b, _, h, w = x.shape
         m = init.shape[1]
-        if init.shape != (b, m, PARAMS) or regions.shape != (b, m, 4):
+        if not torch.compiler.is_compiling() and (init.shape != (b, m, PARAMS) or regions.shape != (b, m, 4)):
             raise ValueError(f"init (B, M, 5) and regions (B, M, 4) expected, got "
                              f"{tuple(init.shape)} and {tuple(regions.shape)}")
         feats = self.preprocess_img(x)
         scale = torch.tensor([w - 1, h - 1, w - 1, h - 1], dtype=torch.float32, device=x.device)
         boxes = (regions.float() + 1.0) / 2.0 * scale  # pixel coordinates
-        batch_index = torch.arange(b, device=x.device).repeat_interleave(m)
-        roi = roi_align(feats, boxes.reshape(b * m, 4), batch_index, self.config.rois)
+        if dense_roi:
+            roi = roi_align_dense(feats, boxes, self.config.rois)
+        else:
+            batch_index = torch.arange(b, device=x.device).repeat_interleave(m)
+            roi = roi_align(feats, boxes.reshape(b * m, 4), batch_index, self.config.rois)
         roi = self.roialign_layer(roi).flatten(2)  # (B·M, width, rois²)
         init = init.to(feats.dtype)
         tok = self.gps_embed.weight[None] + self.gps_embed_layer(init)
@@ -598,27 +541,106 @@ def load(folder_or_file: str | Path, arch: str | None = None, **overrides) -> GP
 
 
 # ---------------------------------------------------------------------- ONNX
-class _DecodeGraph(nn.Module):
+def render_batched(model: GPSToken, tokens: torch.Tensor) -> torch.Tensor:
+    """:meth:`GPSToken.render` for the whole batch in one expression of the splat reference
+    (what the exported decoder traces; the token count stays a free axis)."""
+    from tokc.kernels.splat import reference
+
+    h, w = model.config.render_size
+    g = GaussianTokens.split(tokens)
+    wts = reference.weights(g.means, g.sigmas, g.rhos, h, w, model.config.cutoff)  # (B, M, h, w)
+    return torch.einsum("bmhw,bmc->bchw", wts, g.features.float()).to(tokens.dtype)
+
+
+class EncoderGraph(nn.Module):
+    """image (B, 3, H, W), init (B, M, 5), regions (B, M, 4) -> tokens (B, M, 5 + C); the
+    layout (:func:`adaptive_partition`, numpy) is computed before the graph."""
+
     def __init__(self, model: GPSToken):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(tokens, impl="torch")  # export traces the reference
+    def forward(self, image, init, regions):
+        return self.model.encode(image, init, regions, dense_roi=True)
 
 
-def export_decoder_onnx(model: GPSToken, path: str | Path, num_tokens: int | None = None,
-                        opset: int = 18) -> Path:
-    """Export tokens (1, M, 5 + C) -> image (render + decoder) to ONNX, tracing the torch
-    reference of the splat kernel. Batch and M are fixed at export (the renderer loops per image)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    m = num_tokens or model.config.num_tokens
-    tokens = torch.zeros(1, m, model.token_dim)
-    tokens[..., 0:2] = 0.2
-    with torch.no_grad():
-        torch.onnx.export(_DecodeGraph(model.eval()).eval(), (tokens,), str(path), dynamo=True,
-                          opset_version=opset, input_names=["tokens"], output_names=["image"],
-                          external_data=False, verbose=False)
-    return path
+class DecoderGraph(nn.Module):
+    """tokens (B, M, 5 + C) -> image: the splat reference, then the VQGAN decoder."""
 
+    def __init__(self, model: GPSToken):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        return self.model.decoder(render_batched(self.model, tokens))
+
+
+def image_size(model: GPSToken) -> tuple[int, int]:
+    """The pixel size the model codes (one tile): the render grid times the decoder's upsampling."""
+    up = 2 ** (len(model.config.ch_mult) - 1)
+    h, w = model.config.render_size
+    return h * up, w * up
+
+
+def _example_tokens(model: GPSToken, batch: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Tokens with valid Gaussian parameters (σ in (0.05, 0.4), |ρ| < 0.5, centres in [−1, 1])."""
+    tok = rng.standard_normal((batch, m, model.token_dim)).astype(np.float32)
+    tok[..., 0:2] = rng.uniform(0.05, 0.4, (batch, m, 2))
+    tok[..., 2] = rng.uniform(-0.5, 0.5, (batch, m))
+    tok[..., 3:5] = rng.uniform(-1.0, 1.0, (batch, m, 2))
+    return tok
+
+
+def _example_layout(model: GPSToken, images: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    cfg = model.config
+    inits, regions = zip(*(adaptive_partition(grey_of_array(img), m, cfg.adaptive_weight, cfg.adaptive_min_size)
+                           for img in images))
+    return np.stack(inits), np.stack(regions)
+
+
+def onnx_graphs(model: GPSToken, token_axis: str = "dynamic") -> list:
+    """encoder: image (batch, 3, H, W) + layout (batch, tokens, 5) and (batch, tokens, 4) ->
+    tokens (batch, tokens, 5 + C); decoder: tokens -> image. Batch and token count are dynamic;
+    the image size is the model's (one 256-pixel tile for the released models)."""
+    from torch.export import Dim
+
+    from .graphs import CHECK_BATCH, TRACED_BATCH, Graph, batch_dim
+
+    cfg = model.config
+    h, w = image_size(model)
+    d = model.token_dim
+    batch = batch_dim()
+    m = Dim("tokens", min=2, max=4096)
+    rng = np.random.default_rng(1)
+    traced_m, checked_m = max(cfg.num_tokens, 4), max(cfg.num_tokens, 4) - 1
+    img_t = rng.uniform(-1, 1, (TRACED_BATCH, 3, h, w)).astype(np.float32)
+    img_c = rng.uniform(-1, 1, (CHECK_BATCH, 3, h, w)).astype(np.float32)
+    init_t, reg_t = _example_layout(model, img_t, traced_m)
+    init_c, reg_c = _example_layout(model, img_c, checked_m)
+    enc = Graph(
+        "encoder", EncoderGraph(model).eval(), ("image", "init", "regions"), ("tokens",),
+        (("batch", 3, h, w), ("batch", "tokens", PARAMS), ("batch", "tokens", 4)),
+        (("batch", "tokens", d),),
+        tuple(torch.from_numpy(x) for x in (img_t, init_t, reg_t)),
+        ({0: batch}, {0: batch, 1: m}, {0: batch, 1: m}),
+        (img_c, init_c, reg_c),
+    )
+    dec = Graph(
+        "decoder", DecoderGraph(model).eval(), ("tokens",), ("image",),
+        (("batch", "tokens", d),), (("batch", cfg.out_ch, h, w),),
+        (torch.from_numpy(_example_tokens(model, TRACED_BATCH, traced_m, rng)),),
+        ({0: batch, 1: m},),
+        (_example_tokens(model, CHECK_BATCH, checked_m, rng),),
+    )
+    return [enc, dec]
+
+
+def onnx_constraints(model: GPSToken) -> dict:
+    """What the runtime needs besides the graphs: the image size, the layout's settings (the
+    partition runs in numpy before the encoder graph: tokc.models.gpstoken_layout) and the
+    token layout."""
+    cfg = model.config
+    return {"image_size": list(image_size(model)), "image_range": [-1.0, 1.0],
+            "num_tokens_default": cfg.num_tokens, "min_tokens": 2, "token_dim": model.token_dim,
+            "token_layout": ["sigma_x", "sigma_y", "rho", "x", "y", f"features[{cfg.feature_dim}]"],
+            "layout": {"adaptive_weight": cfg.adaptive_weight, "min_size": cfg.adaptive_min_size}}

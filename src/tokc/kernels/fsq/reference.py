@@ -8,6 +8,7 @@ digit = q + ⌊L_i/2⌋ ∈ [0, L_i); index = Σ digit_i · Π_{j<i} L_j (first 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +25,7 @@ def constants(levels: Sequence[int], device=None) -> dict[str, torch.Tensor]:
     half_l = (L - 1) * (1 + EPS) / 2
     offset = torch.where(torch.tensor([v % 2 == 0 for v in lv]), 0.5, 0.0).double()
     shift = torch.atanh(offset / half_l)
-    basis = torch.cumprod(torch.tensor([1] + lv[:-1], dtype=torch.int64), 0)
+    basis = torch.tensor([math.prod(lv[:i]) for i in range(len(lv))], dtype=torch.int64)
     f32 = dict(dtype=torch.float32, device=device)
     return {
         "half_l": half_l.to(**f32),

@@ -29,19 +29,19 @@ def check(means, sigmas, rhos, features) -> None:
 
 
 def weights(means, sigmas, rhos, height: int, width: int, cutoff: float = 3.0) -> torch.Tensor:
-    """(M, H, W) fp32 weights of every Gaussian at every pixel."""
+    """(..., M, H, W) fp32 weights of every Gaussian at every pixel (any leading batch dims)."""
     ys, xs = pixel_grid(height, width, means.device)
-    mx, my = means[:, 0].float(), means[:, 1].float()
-    sx, sy = sigmas[:, 0].float(), sigmas[:, 1].float()
+    mx, my = means[..., 0].float(), means[..., 1].float()
+    sx, sy = sigmas[..., 0].float(), sigmas[..., 1].float()
     rho = rhos.float()
-    dx = xs[None, :] - mx[:, None]  # (M, W)
-    dy = ys[None, :] - my[:, None]  # (M, H)
-    a = (dx / sx[:, None])[:, None, :]
-    b = (dy / sy[:, None])[:, :, None]
-    q = a * a - 2.0 * rho[:, None, None] * a * b + b * b
-    w = torch.exp(-q / (2.0 * (1.0 - rho * rho))[:, None, None])
-    inside_x = (dx.abs() <= cutoff * sx[:, None])[:, None, :]
-    inside_y = (dy.abs() <= cutoff * sy[:, None])[:, :, None]
+    dx = xs - mx[..., None]  # (..., M, W)
+    dy = ys - my[..., None]  # (..., M, H)
+    a = (dx / sx[..., None])[..., None, :]
+    b = (dy / sy[..., None])[..., :, None]
+    q = a * a - 2.0 * rho[..., None, None] * a * b + b * b
+    w = torch.exp(-q / (2.0 * (1.0 - rho * rho))[..., None, None])
+    inside_x = (dx.abs() <= cutoff * sx[..., None])[..., None, :]
+    inside_y = (dy.abs() <= cutoff * sy[..., None])[..., :, None]
     return torch.where(inside_x & inside_y, w, torch.zeros((), device=w.device))
 
 
