@@ -53,7 +53,8 @@ def open_model(name: str = "tokc-image-v1", backend: str = "auto", **options):
 def compress(input, quality: float | None = None, *, size: int | None = None,
              psnr: float | None = None, kbps: float | None = None, effort: int | None = None,
              sample_rate: int | None = None, model: str | None = None,
-             backend: str = "auto", metadata=True, tune: str | None = None) -> bytes:
+             backend: str = "auto", metadata=True, tune: str | None = None,
+             postfilter: bool | None = None) -> bytes:
     """Compress an image or a sound to the bytes of a .tokc file.
 
     input: an image (path, PIL image or uint8 array) or a sound (a path to .wav/.flac/.ogg/
@@ -64,7 +65,8 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
     codec) or a weights file. metadata (images): keep the ICC profile, EXIF and PNG colour
     chunks of a path or PIL image (True, the default), drop them (False), or store a
     tokc.ImageMetadata; they never change the coded tokens (see read_metadata). tune (images):
-    "psnr" (default) or "perceptual", the synthesis the file asks its decoder for."""
+    "psnr" (default) or "perceptual", the synthesis the file asks its decoder for. postfilter
+    (audio): ask the decoder for the pitch post-filter (off by default)."""
     from pathlib import Path
 
     from tokc.compress import registry
@@ -85,10 +87,12 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
     else:
         codec = open_model(model, backend)
     rate = {k: v for k, v in {"quality": quality, "size": size, "psnr": psnr, "kbps": kbps,
-                              "effort": effort, "tune": tune}.items() if v is not None}
+                              "effort": effort, "tune": tune, "postfilter": postfilter}.items() if v is not None}
     image_only = [k + "=" for k in ("psnr", "effort", "tune") if k in rate]
     if codec.modality == "audio" and image_only:
         raise CodecUsageError(f"{', '.join(image_only)} apply to images, not to {codec.codec_id}")
+    if codec.modality != "audio" and "postfilter" in rate:
+        raise CodecUsageError(f"postfilter= applies to audio, not to {codec.codec_id}")
     if codec.modality == "audio":
         return codec.compress(input, sample_rate=sample_rate, **rate).data
     if metadata is not True:

@@ -85,3 +85,22 @@ def test_audio_errors_are_one_line(wav, tiny_audio_weights, tmp_path):
     assert not cut.with_suffix(".wav").exists()  # nothing half-written
     r = run("decompress", wav.with_suffix(".tokc"), "-m", tiny_audio_weights, "-o", tmp_path / "x.mp4")
     assert r.exit_code == 1 and ".wav or .flac" in r.stderr
+
+
+def test_postfilter_is_asked_for_in_the_header(wav, tiny_audio_weights, tmp_path):
+    from tokc import format as fmt
+
+    for flag, want in ((None, None), ("--no-postfilter", None), ("--postfilter", True)):
+        out = tmp_path / f"{flag}.tokc"
+        r = run("compress", wav, "-q", 60, "-m", tiny_audio_weights, "-o", out, *([flag] if flag else []))
+        assert r.exit_code == 0, r.output
+        pf = fmt.unpack(out.read_bytes())[0].rate_dict().get("pf")
+        assert (pf is not None and 0 < pf <= 1000) if want else pf is None
+        r = run("decompress", out, "-m", tiny_audio_weights, "-o", tmp_path / f"{flag}.wav")
+        assert r.exit_code == 0, r.output
+    img = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(img)
+    r = run("compress", img, "--postfilter", "-o", tmp_path / "x.tokc")
+    assert r.exit_code == 2 and "--postfilter" in r.stderr and len(r.stderr.strip().splitlines()) == 1

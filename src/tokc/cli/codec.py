@@ -35,6 +35,7 @@ from tokc.compress.base import MAX_PIXELS, CodecError, CodecUsageError, check_pi
 
 ERRORS = (CodecError, fmt.TokcFormatError, OSError)
 FLAGS = {"quality": "-q", "kbps": "-b", "size": "--size", "psnr": "--psnr", "effort": "-e", "tune": "--tune", "tokens": "--tokens",
+         "postfilter": "--postfilter",
          "checkpoint": "--checkpoint", "weights": "-m", "backend": "--backend"}
 
 
@@ -204,6 +205,9 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
               help="Images: the synthesis the file asks its decoder for: psnr (default: the "
                    "closest pixels) or perceptual (keeps texture; SSIMULACRA2). Same tokens and "
                    "size either way.")
+@click.option("--postfilter/--no-postfilter", default=None,
+              help="Audio: ask the decoder for the pitch post-filter (off by default: PESQ-WB "
+                   "+0.05..0.16, ViSQOL -0.03..-0.10 on the validation clips).")
 @click.option("-m", "--model", default="default", show_default=True,
               help="default (tokc-image-v1 for images, tokc-audio-v1 for audio by the input's "
                    "suffix), a codec id, a weights file, or one-d-piece (with --checkpoint).")
@@ -218,14 +222,15 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also decode and report PSNR.")
-def compress(input, output, quality, kbps, size, psnr, effort, tune, model, checkpoint, tokens,
-             backend, strip, force, as_json, quiet, verbose):
+def compress(input, output, quality, kbps, size, psnr, effort, tune, postfilter, model, checkpoint,
+             tokens, backend, strip, force, as_json, quiet, verbose):
     """Compress an image (PNG, JPEG, WebP, TIFF, PPM; gray, gray + alpha, RGB or RGBA; of an
     animation, the first frame) or audio (WAV, FLAC, OGG, MP3; mono or stereo) to a .tokc file."""
     if sum(x is not None for x in (quality, kbps, size, psnr)) > 1:
         raise click.UsageError("give at most one of -q, -b, --size, --psnr")
     rate = {k: v for k, v in {"quality": quality, "kbps": kbps, "size": size, "psnr": psnr,
-                              "effort": effort, "tune": tune, "tokens": tokens}.items()
+                              "effort": effort, "tune": tune, "tokens": tokens,
+                              "postfilter": postfilter}.items()
             if v is not None}
     entry, load = _choose(model, registry.modality_of(input))
     if checkpoint is not None:

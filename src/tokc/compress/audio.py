@@ -55,9 +55,12 @@ MAX_CHANNELS = 2  # mono, or stereo coded as mid/side
 # rounding over levels -1..4: weight 2 +5.7 %, 4 +0.7 %, 8 -1.9 %, 12 -2.4 %, 20 -2.6 %.
 RDOQ_WEIGHT = 16.0
 TAG = "seg "
-# The decoder's pitch post-filter strength by rate level (PESQ-WB on the 36 validation clips,
-# no post-filter -> gamma 0.5: 6 kbps 2.43 -> 2.59, 10 kbps 3.06 -> 3.18, 12 kbps 3.29 -> 3.39,
-# 16 kbps 3.67 -> 3.72 (0.35: 3.73), 24 kbps 4.11 -> 4.13 with 0.2; levels ~0.6/1.9/2.6/3.6).
+# The decoder's pitch post-filter strength by rate level, when a file asks for it (`postfilter=`,
+# `--postfilter`). Off by default because the metrics disagree on it (36 validation clips,
+# benchmarks/results/speech_val_postfilter.md): PESQ-WB rises (6 kbps 2.43 -> 2.59, 10 kbps
+# 3.06 -> 3.18, 12 kbps 3.29 -> 3.39, 16 kbps 3.67 -> 3.73, 24 kbps 4.11 -> 4.13) while ViSQOL
+# falls (2.03 -> 1.98, 2.64 -> 2.59, 2.85 -> 2.75, 3.15 -> 3.11, 3.55 -> 3.52), and decoding
+# is 2.3x slower (102x -> 44x real time). Levels ~0.6/1.9/2.6/3.6 are ~6/12/16/24 kbps.
 POSTFILTER_LEVELS = (1900, 2600, 3600, 5000)
 POSTFILTER_GAMMAS = (0.5, 0.35, 0.2, 0.0)
 
@@ -213,7 +216,7 @@ class AudioCodec:
                 chunks.append(fmt.Chunk(TAG, self.latent.payload(z, c)))
         return chunks
 
-    def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
+    def header(self, sound: Sound, level_milli: int, postfilter: bool = False) -> fmt.Header:
         rate = (("level_milli", level_milli),)
         if postfilter:
             rate += (("pf", postfilter_milli(level_milli)),)
@@ -236,11 +239,11 @@ class AudioCodec:
 
     def compress(self, audio, quality: float | None = None, kbps: float | None = None,
                  size: int | None = None, sample_rate: int | None = None,
-                 postfilter: bool = True) -> EncodeResult:
+                 postfilter: bool = False) -> EncodeResult:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
-        most that average bitrate) or size (bytes). postfilter: whether the decoder runs the
-        pitch post-filter (its strength follows the rate level)."""
+        most that average bitrate) or size (bytes). postfilter: ask the decoder for the pitch
+        post-filter (its strength follows the rate level; off by default: see POSTFILTER_*)."""
         versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:

@@ -139,7 +139,7 @@ register("one-d-piece-v1", "tokc.compress.tokens:open_codec", modality="image",
 # compress(path to .wav/.flac/.ogg/.mp3, a Sound, or an array with sample_rate=) ->
 # EncodeResult(sample_rate=, num_samples=); decompress -> Sound(samples (n, channels), rate)
 register("tokc-audio-v1", "tokc.compress.audio:open_codec", modality="audio", default=True,
-         load_options=("backend", "weights"), rate_options=("quality", "kbps", "size"),
+         load_options=("backend", "weights"), rate_options=("quality", "kbps", "size", "postfilter"),
          suffixes=(".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"))
 register("wavtokenizer-v1", "tokc.compress.wavtokens:open_codec", modality="audio",
          aliases=("wavtokenizer",), load_options=("backend", "checkpoint"), needs=("checkpoint",),
