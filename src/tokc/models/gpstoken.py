@@ -28,11 +28,13 @@ Pipeline (one 256×256 image, ``M`` tokens, ``C`` feature channels):
    sqrt(var + eps) — ``patch_norm=True`` here (False gives the older plain ``Decoder``).
 
 Implemented: all of the above at ``_np = 1`` (one 256-pixel tile), checkpoint loading with the
-official key names, ONNX export of the render + decode path (:func:`export_decoder_onnx`).
+official key names, ONNX export of the encoder and of render + decode (:func:`onnx_graphs`,
+``tokc export --arch gpstoken``; the layout runs before the encoder graph, in numpy:
+:mod:`tokc.models.gpstoken_layout`).
 Not implemented / unknown: the high-resolution path (``_np > 1``: tiles folded into the batch,
 GPS-token merging and the resized GroupNorm statistics), the second-stage generator (SiT), and
 bit-exact parity — there is no official fixture, and the partition emulates OpenCV's
-``resize`` (bilinear) and ``Sobel`` (3×3, replicated border) in numpy/torch without having been
+``resize`` (bilinear) and ``Sobel`` (3×3, replicated border) in numpy without having been
 compared against cv2. GPSToken tokens are continuous (there is no quantizer), so ``encode``
 returns float parameters, not integer indices.
 """
