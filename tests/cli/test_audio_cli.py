@@ -90,12 +90,13 @@ def test_audio_errors_are_one_line(wav, tiny_audio_weights, tmp_path):
 def test_postfilter_is_asked_for_in_the_header(wav, tiny_audio_weights, tmp_path):
     from tokc import format as fmt
 
-    for flag, want in ((None, None), ("--no-postfilter", None), ("--postfilter", True)):
+    for flag, want in ((None, True), ("--no-postfilter", None), ("--postfilter", True)):
         out = tmp_path / f"{flag}.tokc"
         r = run("compress", wav, "-q", 60, "-m", tiny_audio_weights, "-o", out, *([flag] if flag else []))
         assert r.exit_code == 0, r.output
-        pf = fmt.unpack(out.read_bytes())[0].rate_dict().get("pf")
-        assert (pf is not None and 0 < pf <= 1000) if want else pf is None
+        rate = fmt.unpack(out.read_bytes())[0].rate_dict()
+        pf, nf = rate.get("pf"), rate.get("nf")
+        assert (pf is not None and 0 <= pf <= 1000 and nf == 1600) if want else pf is nf is None
         r = run("decompress", out, "-m", tiny_audio_weights, "-o", tmp_path / f"{flag}.wav")
         assert r.exit_code == 0, r.output
     img = tmp_path / "x.png"

@@ -116,6 +116,16 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     bad = dataclasses.replace(header, rate={**header.rate_dict(), "pf": 1001})
     with pytest.raises(fmt.TokcFormatError, match="post-filter"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    bad = dataclasses.replace(header, rate={**header.rate_dict(), "nf": 4001})
+    with pytest.raises(fmt.TokcFormatError, match="noise fill"):
+        tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    # without the two parameters a file decodes as before they existed: no post-filter, the
+    # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)
+    plain = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]})
+    no_fill = dataclasses.replace(plain, rate={**plain.rate_dict(), "nf": 0})
+    a = tiny_audio_codec.decompress(fmt.pack(plain, chunks)).samples
+    b = tiny_audio_codec.decompress(fmt.pack(no_fill, chunks)).samples
+    assert a.shape == b.shape and not np.array_equal(a, b)
 
 
 def test_no_seam_at_segment_boundaries(tiny_audio_codec):

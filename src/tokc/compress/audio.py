@@ -12,8 +12,9 @@ Decoder:  per segment and channel: the tokens, the envelope (exact grid integers
           16 kHz -> the input's rate.
 
 File: the header (sample rate and length of the input, channels, the rate level and the
-post-filter's strength `pf` = 1000·gamma; a file without it, as written before
-the post-filter existed, decodes without it), then one
+post-filter's strength `pf` = 1000·gamma and the noise fill's scale `nf` (thousandths of the
+weights' kappa); a file without them, as written before they existed, decodes without the
+post-filter and at the weights' fill), then one
 'seg ' chunk per segment and channel (mid before side): the length of the ANS stream (uint32
 LE), the ANS stream, the escape stream; an empty chunk is a segment of digital silence (every
 coefficient zero), decoded as zeros. A segment decodes knowing only the header and the chunks
@@ -55,14 +56,18 @@ MAX_CHANNELS = 2  # mono, or stereo coded as mid/side
 # rounding over levels -1..4: weight 2 +5.7 %, 4 +0.7 %, 8 -1.9 %, 12 -2.4 %, 20 -2.6 %.
 RDOQ_WEIGHT = 16.0
 TAG = "seg "
-# The decoder's pitch post-filter strength by rate level, when a file asks for it (`postfilter=`,
-# `--postfilter`). Off by default because the metrics disagree on it (36 validation clips,
-# benchmarks/results/speech_val_postfilter.md): PESQ-WB rises (6 kbps 2.43 -> 2.59, 10 kbps
-# 3.06 -> 3.18, 12 kbps 3.29 -> 3.39, 16 kbps 3.67 -> 3.73, 24 kbps 4.11 -> 4.13) while ViSQOL
-# falls (2.03 -> 1.98, 2.64 -> 2.59, 2.85 -> 2.75, 3.15 -> 3.11, 3.55 -> 3.52), and decoding
-# is 2.3x slower (102x -> 44x real time). Levels ~0.6/1.9/2.6/3.6 are ~6/12/16/24 kbps.
+# The decoder's pitch post-filter strength by rate level, and with it a stronger noise fill
+# (NOISE_FILL_MILLI: kappa x 1.6), written by default (`postfilter=False`, `--no-postfilter`:
+# neither). Alone, the post-filter raises PESQ-WB and lowers ViSQOL (36 validation clips,
+# benchmarks/results/speech_val_postfilter.md: 12 kbps 3.29 -> 3.39 and 2.85 -> 2.75): it
+# removes the noise fill between the harmonics. The stronger fill puts it back: 12 kbps,
+# PESQ-WB / ViSQOL, neither 3.285 / 2.851; fill x1.3 3.265 / 2.961; x1.6 3.226 / 3.004;
+# x2 3.156 / 2.970; x0.7 3.261 / 2.591; post-filter + fill x1.3 3.392 / 2.923; post-filter +
+# fill x1.6 3.374 / 3.003 (6 kbps 2.613 / 2.141 against 2.43 / 2.03; 16 kbps 3.705 / 3.331
+# against 3.67 / 3.15). Levels ~0.6/1.9/2.6/3.6 are ~6/12/16/24 kbps.
 POSTFILTER_LEVELS = (1900, 2600, 3600, 5000)
 POSTFILTER_GAMMAS = (0.5, 0.35, 0.2, 0.0)
+NOISE_FILL_MILLI = 1600  # header `nf`: the noise fill's kappa in thousandths of the weights'
 
 
 def postfilter_milli(level_milli: int) -> int:
@@ -216,10 +221,10 @@ class AudioCodec:
                 chunks.append(fmt.Chunk(TAG, self.latent.payload(z, c)))
         return chunks
 
-    def header(self, sound: Sound, level_milli: int, postfilter: bool = False) -> fmt.Header:
+    def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
         rate = (("level_milli", level_milli),)
         if postfilter:
-            rate += (("pf", postfilter_milli(level_milli)),)
+            rate += (("pf", postfilter_milli(level_milli)), ("nf", NOISE_FILL_MILLI))
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
                           num_samples=sound.samples.shape[0], rate=rate)
@@ -239,11 +244,12 @@ class AudioCodec:
 
     def compress(self, audio, quality: float | None = None, kbps: float | None = None,
                  size: int | None = None, sample_rate: int | None = None,
-                 postfilter: bool = False) -> EncodeResult:
+                 postfilter: bool = True) -> EncodeResult:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
         most that average bitrate) or size (bytes). postfilter: ask the decoder for the pitch
-        post-filter (its strength follows the rate level; off by default: see POSTFILTER_*)."""
+        post-filter (its strength follows the rate level) and the stronger noise fill that goes
+        with it (see POSTFILTER_*); on by default."""
         versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
@@ -305,19 +311,22 @@ class AudioCodec:
             raise fmt.TokcFormatError("an audio file without a sample rate")
         if not 0 <= header.rate_dict().get("pf", 0) <= 1000:
             raise fmt.TokcFormatError("post-filter strength out of range")
+        if not 0 <= header.rate_dict().get("nf", 1000) <= 4000:
+            raise fmt.TokcFormatError("noise fill scale out of range")
         return level_milli
 
     def read_segment(self, payload: bytes, frames: int, level_milli: int) -> Coded:
         return self.latent.read_payload(payload, (1, frames // Z_STRIDE), level_milli, f"a {TAG!r} chunk")[1]
 
-    def synthesise(self, c: Coded, level_milli: int, seed: list[int]) -> np.ndarray:
-        """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled."""
+    def synthesise(self, c: Coded, level_milli: int, seed: list[int], fill: float = 1.0) -> np.ndarray:
+        """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled at `fill`
+        times the weights' kappa."""
         w = self.weights
         env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
         u_hat = self.latent.latents(c, level_milli)[w.bands:, 0]
         zero = c.q[w.bands:, 0] == 0
         cap = 0.5 * np.exp(w.log_igain_at(level_milli)[w.bands:])[:, None]
-        return dsp.decode_frames(env_hat, u_hat, zero, cap, w.kappa, w.power, w.norm,
+        return dsp.decode_frames(env_hat, u_hat, zero, cap, w.kappa * fill, w.power, w.norm,
                                  np.random.default_rng(seed))
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:
@@ -342,6 +351,7 @@ class AudioCodec:
             resampler = soxr.ResampleStream(SAMPLE_RATE, header.sample_rate, header.channels,
                                             dtype="float64", quality="HQ")
         gamma = header.rate_dict().get("pf", 0) / 1000
+        fill = header.rate_dict().get("nf", 1000) / 1000
         postfilters = [dsp.PitchPostfilter(gamma) for _ in range(header.channels)] if gamma > 0 else None
         tail = np.zeros((hop, header.channels))
         done16, emitted = 0, 0  # 16 kHz samples past the padding decoded, output samples given
@@ -355,7 +365,8 @@ class AudioCodec:
                 if chunk.tag != TAG:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
                 if chunk.payload:
-                    coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli, [k, ch])
+                    coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli,
+                                            [k, ch], fill)
                 else:  # digital silence
                     coefs = np.zeros((hop, n))
                 coded.append(dsp.imdct(coefs, hop))
