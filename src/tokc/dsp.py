@@ -191,10 +191,12 @@ class PitchPostfilter:
                 self.acc = np.concatenate([self.acc, np.zeros(off + self.WINDOW - len(self.acc))])
             self.acc[off : off + self.WINDOW] += self.window * self._filtered(self.frame)
             self.frame += self.HOP
-        end = min(self.frame, self.received)  # samples before the next frame are final
+        # samples before the next frame are final (none yet while the first frames wait)
+        end = max(self.emitted, min(self.frame, self.received))
         out = self.acc[self.emitted - self.acc_start : end - self.acc_start].copy()
-        self.acc = self.acc[end - self.acc_start :]
-        self.acc_start = self.emitted = end
+        keep_from = min(end, self.frame)  # the first frame may start before sample 0
+        self.acc = self.acc[keep_from - self.acc_start :]
+        self.acc_start, self.emitted = keep_from, end
         keep = self.frame - self.MAX_LAG - self.buf_start
         if keep > 0:
             self.buf, self.buf_start = self.buf[keep:], self.buf_start + keep

@@ -98,9 +98,14 @@ def test_pitch_postfilter_streams_and_reinforces_harmonics():
     clean = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.1 * np.sin(2 * np.pi * 360 * t)
     noisy = clean + 0.05 * rng.standard_normal(len(t))
     whole = pitch_postfilter(noisy, 0.5)
-    pf = PitchPostfilter(0.5)
-    parts = [pf.push(noisy[s:s + 777]) for s in range(0, len(noisy), 777)] + [pf.flush()]
-    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-12)
+    for size in (777, 100, 1, 5000):  # blocks shorter than a hop too
+        pf = PitchPostfilter(0.5)
+        parts = [pf.push(noisy[s:s + size]) for s in range(0, len(noisy), size)] + [pf.flush()]
+        np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-12)
+    short = noisy[:300]  # shorter than the filter's delay: the same samples as in a long signal
+    np.testing.assert_allclose(pitch_postfilter(short, 0.5)[:100], pitch_postfilter(noisy[:5000], 0.5)[:100],
+                               rtol=0, atol=0.05)
+    assert len(pitch_postfilter(short, 0.5)) == 300 and len(pitch_postfilter(noisy[:0], 0.5)) == 0
     inner = slice(1000, -1000)
     before = np.mean((noisy - clean)[inner] ** 2)
     after = np.mean((whole - clean)[inner] ** 2)
