@@ -151,7 +151,6 @@ class PitchPostfilter:
         self.frame = -self.HOP  # start of the next frame
         self.received = self.emitted = 0
         self.window = np.hanning(self.WINDOW + 1)[:-1]
-        self.lags = np.arange(self.MIN_LAG, self.MAX_LAG + 1)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self.buf = np.concatenate([self.buf, np.asarray(x, dtype=np.float64)])
@@ -178,17 +177,19 @@ class PitchPostfilter:
         k = int(np.argmax(r))
         if r[k] < self.THRESHOLD:
             return seg
-        t, a = int(self.lags[k]), self.gamma * min(float(r[k]), 1.0)
+        t, a = self.MIN_LAG + k, self.gamma * min(float(r[k]), 1.0)
         back, ahead = self.buf[lo - t : lo - t + w], self.buf[lo + t : lo + t + w]
         if (ahead @ seg) / np.sqrt(e0 * (ahead @ ahead) + 1e-12) >= self.THRESHOLD:
             return (seg + 0.5 * a * (back + ahead)) / (1.0 + a)
         return (seg + a * back) / (1.0 + a)
 
     def _run(self, available: int) -> np.ndarray:
-        while self.frame + self.WINDOW + self.MAX_LAG <= available:
+        frames = max(0, (available - self.WINDOW - self.MAX_LAG - self.frame) // self.HOP + 1)
+        need = self.frame + (frames - 1) * self.HOP + self.WINDOW - self.acc_start
+        if frames and need > len(self.acc):  # grown once per call, not once per frame
+            self.acc = np.concatenate([self.acc, np.zeros(need - len(self.acc))])
+        for _ in range(frames):
             off = self.frame - self.acc_start
-            if off + self.WINDOW > len(self.acc):
-                self.acc = np.concatenate([self.acc, np.zeros(off + self.WINDOW - len(self.acc))])
             self.acc[off : off + self.WINDOW] += self.window * self._filtered(self.frame)
             self.frame += self.HOP
         # samples before the next frame are final (none yet while the first frames wait)

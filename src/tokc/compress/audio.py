@@ -75,6 +75,17 @@ def postfilter_milli(level_milli: int) -> int:
     return int(round(1000 * float(np.interp(level_milli, POSTFILTER_LEVELS, POSTFILTER_GAMMAS))))
 
 
+def decoder_settings(header: fmt.Header) -> tuple[float, float]:
+    """(post-filter gamma, noise fill scale) a file asks for; (0, 1) when it says nothing."""
+    rate = header.rate_dict()
+    pf, nf = rate.get("pf", 0), rate.get("nf", 1000)
+    if not 0 <= pf <= 1000:
+        raise fmt.TokcFormatError("post-filter strength out of range")
+    if not 0 <= nf <= 4000:
+        raise fmt.TokcFormatError("noise fill scale out of range")
+    return pf / 1000, nf / 1000
+
+
 def as_sound(audio, sample_rate: int | None = None) -> Sound:
     """A path (WAV, FLAC, OGG, MP3: soundfile), a Sound, or an array (n,) / (n, channels)
     with sample_rate= -> Sound (float32). Integer arrays are scaled by their type's range."""
@@ -309,10 +320,7 @@ class AudioCodec:
             raise fmt.TokcFormatError(f"an audio file of {header.channels} channels")
         if not header.sample_rate:
             raise fmt.TokcFormatError("an audio file without a sample rate")
-        if not 0 <= header.rate_dict().get("pf", 0) <= 1000:
-            raise fmt.TokcFormatError("post-filter strength out of range")
-        if not 0 <= header.rate_dict().get("nf", 1000) <= 4000:
-            raise fmt.TokcFormatError("noise fill scale out of range")
+        decoder_settings(header)
         return level_milli
 
     def read_segment(self, payload: bytes, frames: int, level_milli: int) -> Coded:
@@ -350,8 +358,7 @@ class AudioCodec:
 
             resampler = soxr.ResampleStream(SAMPLE_RATE, header.sample_rate, header.channels,
                                             dtype="float64", quality="HQ")
-        gamma = header.rate_dict().get("pf", 0) / 1000
-        fill = header.rate_dict().get("nf", 1000) / 1000
+        gamma, fill = decoder_settings(header)
         postfilters = [dsp.PitchPostfilter(gamma) for _ in range(header.channels)] if gamma > 0 else None
         tail = np.zeros((hop, header.channels))
         done16, emitted = 0, 0  # 16 kHz samples past the padding decoded, output samples given
