@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from peak_rss import PEAK_KIB
 
 from tokc import format as fmt
 from tokc.compress import audio
@@ -151,11 +152,7 @@ def test_one_hour_file_decodes_streaming_in_bounded_memory(codec, speech, tmp_pa
            "from tokc.cli import main\n"
            "sys.argv = ['tokc', 'decompress', sys.argv[1], '-o', sys.argv[2]]\n"
            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-           # VmHWM: this process's own peak. ru_maxrss would count the pytest process it was
-           # forked from (Linux keeps the pre-exec peak): 626-709 MB in a full slow run
-           "print(next(int(line.split()[1]) for line in open('/proc/self/status')"
-           " if line.startswith('VmHWM')) if sys.platform == 'linux'"
-           " else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+           f"print({PEAK_KIB})\n")  # ru_maxrss would say 626-709 MB: peak_rss.py
     r = subprocess.run([sys.executable, "-c", run, str(src), str(out)], capture_output=True,
                        text=True, timeout=1200)
     assert r.returncode == 0, r.stderr
