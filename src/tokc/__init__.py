@@ -66,7 +66,8 @@ def compress(input, quality: float | None = None, *, size: int | None = None,
     chunks of a path or PIL image (True, the default), drop them (False), or store a
     tokc.ImageMetadata; they never change the coded tokens (see read_metadata). tune (images):
     "psnr" (default) or "perceptual", the synthesis the file asks its decoder for. postfilter
-    (audio): ask the decoder for the pitch post-filter and its stronger noise fill (default on)."""
+    (audio): ask the decoder for the learned post-filter and its stronger noise fill (default
+    on)."""
     from pathlib import Path
 
     from tokc.compress import registry

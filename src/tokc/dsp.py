@@ -208,3 +208,166 @@ def pitch_postfilter(x: np.ndarray, gamma: float) -> np.ndarray:
     """PitchPostfilter over a whole mono signal (the same output as pushed in blocks)."""
     pf = PitchPostfilter(gamma)
     return np.concatenate([pf.push(x), pf.flush()])
+
+
+# -- the learned post-filter (tokc.models.audio_postfilter trains it; numpy runs it) --
+
+def pitch_frames(padded: np.ndarray, starts: np.ndarray, window: int = PitchPostfilter.WINDOW,
+                 min_lag: int = PitchPostfilter.MIN_LAG, max_lag: int = PitchPostfilter.MAX_LAG,
+                 threshold: float = PitchPostfilter.THRESHOLD) -> tuple[np.ndarray, ...]:
+    """Per frame of `window` samples at each index of `starts` into `padded` (which holds
+    max_lag samples before the first frame and max_lag + window after the last): the lag T of
+    highest normalised correlation r with the signal T samples earlier (min_lag..max_lag), r
+    clipped to [0, 1], and `ahead`, 1.0 where the signal T samples later correlates at least
+    `threshold` (as PitchPostfilter). Silent frames: T = min_lag, r = ahead = 0."""
+    lags, r_out, ahead = (np.full(len(starts), min_lag, np.int64), np.zeros(len(starts)),
+                          np.zeros(len(starts)))
+    w = window
+    for i, lo in enumerate(starts):
+        seg = padded[lo : lo + w]
+        e0 = seg @ seg
+        if e0 < 1e-10:
+            continue
+        span = padded[lo - max_lag : lo - min_lag + w]
+        past = np.lib.stride_tricks.sliding_window_view(span, w)[::-1]  # row k: lag min_lag + k
+        sq = np.concatenate([[0.0], np.cumsum(span**2)])
+        r = (past @ seg) / np.sqrt(e0 * (sq[w:] - sq[:-w])[::-1] + 1e-12)
+        k = int(np.argmax(r))
+        t = min_lag + k
+        lags[i], r_out[i] = t, min(max(float(r[k]), 0.0), 1.0)
+        nxt = padded[lo + t : lo + t + w]
+        ahead[i] = float((nxt @ seg) / np.sqrt(e0 * (nxt @ nxt) + 1e-12) >= threshold)
+    return lags, r_out, ahead
+
+
+def band_sum_matrix(bins: int, bands: int) -> np.ndarray:
+    """(bins, bands): bin j belongs to band j * bands // bins."""
+    m = np.zeros((bins, bands))
+    m[np.arange(bins), np.arange(bins) * bands // bins] = 1.0
+    return m
+
+
+def band_interp_matrix(bins: int, bands: int) -> np.ndarray:
+    """(bands, bins): linear interpolation of per-band values, placed at the band centres, to
+    every bin (constant beyond the first and last centre)."""
+    centres = (np.arange(bands) + 0.5) * (bins - 1) / bands
+    x = np.clip(np.arange(bins), centres[0], centres[-1])
+    i = np.minimum(np.searchsorted(centres, x, side="right") - 1, bands - 2)
+    t = (x - centres[i]) / (centres[i + 1] - centres[i])
+    m = np.zeros((bands, bins))
+    m[i, np.arange(bins)] += 1 - t
+    m[i + 1, np.arange(bins)] += t
+    return m
+
+
+class LearnedPostfilter:
+    """The learned pitch post-filter, streaming (numpy; `tokc.models.audio_postfilter` is its
+    torch twin and trains it).
+
+    Frames of WINDOW samples every HOP (periodic Hann, overlap-adding to one); frame f starts at
+    sample f·HOP − HOP. Per frame: the pitch lag T, its correlation r and the `ahead` flag
+    (pitch_frames, on the decoded signal), and log band energies of the windowed frame. A small
+    1-D convolutional network over the frames (three layers; shipped: 5, 5 and 1 taps, so it
+    sees 4 frames each side) gives a comb weight a = sigmoid(o0 − 1)·r and 16 band gains
+    exp(clip(o, ±2)); the frame
+    becomes (x + a·x[∓T]) / (1 + a) (two-sided where `ahead`), then its spectrum is scaled by
+    the gains (interpolated over the bins) and overlap-added. `params`: the network's weights
+    (conv{0,1,2}.weight (out, in, k), .bias). `level`: the file's rate level, an input.
+    Output has the input's length: `push` returns what is final, `flush` the rest.
+    """
+
+    WINDOW, HOP = PitchPostfilter.WINDOW, PitchPostfilter.HOP
+    MIN_LAG, MAX_LAG = PitchPostfilter.MIN_LAG, PitchPostfilter.MAX_LAG
+
+    def __init__(self, params: dict[str, np.ndarray], level: float):
+        self.convs = [(np.asarray(params[f"conv{i}.weight"], np.float64),
+                       np.asarray(params[f"conv{i}.bias"], np.float64)) for i in range(3)]
+        self.bands = self.convs[2][0].shape[0] - 1
+        self.context = sum(w.shape[2] // 2 for w, _ in self.convs)  # frames each side it reads
+        bins = self.WINDOW // 2 + 1
+        self.bsum = band_sum_matrix(bins, self.bands)
+        self.interp = band_interp_matrix(bins, self.bands)
+        self.level = float(level)
+        self.window = np.hanning(self.WINDOW + 1)[:-1]
+        pad = self.MAX_LAG + self.HOP
+        self.buf = np.zeros(pad)  # input from absolute sample buf_start (zeros before 0)
+        self.buf_start = -pad
+        self.acc = np.zeros(0)  # overlap-add sums from absolute sample acc_start
+        self.acc_start = -self.HOP
+        self.next_frame = 0  # the first frame not yet overlap-added
+        self.received = self.emitted = 0
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.asarray(x, dtype=np.float64)])
+        self.received += len(x)
+        # frame g's features need samples up to g·HOP − HOP + WINDOW + MAX_LAG
+        ready = (self.received + self.HOP - self.WINDOW - self.MAX_LAG) // self.HOP
+        return self._run(ready - self.context, ready, end=None)
+
+    def flush(self) -> np.ndarray:
+        last = (self.received + self.HOP) // self.HOP  # the last frame touching the signal
+        self.buf = np.concatenate([self.buf, np.zeros(self.WINDOW + self.MAX_LAG + 2 * self.HOP)])
+        return self._run(last, last, end=self.received)
+
+    def _network(self, feats: np.ndarray) -> np.ndarray:
+        """feats (frames, channels) -> (frames, 1 + bands), zero-padded at both ends."""
+        h = feats.T
+        for i, (w, b) in enumerate(self.convs):
+            k = w.shape[2]
+            hp = np.pad(h, ((0, 0), (k // 2, k // 2)))
+            cols = np.lib.stride_tricks.sliding_window_view(hp, k, axis=1)  # (in, frames, k)
+            h = np.einsum("oik,ifk->of", w, cols) + b[:, None]
+            if i < 2:
+                h = np.maximum(h, 0.0)
+        return h.T
+
+    def _run(self, upto: int, feature_end: int, end: int | None) -> np.ndarray:
+        """Overlap-add frames next_frame..upto (the network reads frames up to feature_end) and
+        return the samples now final (all up to `end` when flushing)."""
+        a, b = self.next_frame, upto
+        if b >= a:
+            f0 = max(0, a - self.context)
+            frames = np.arange(f0, feature_end + 1)
+            starts = frames * self.HOP - self.HOP - self.buf_start
+            w = self.WINDOW
+            lags, r, ahead = pitch_frames(self.buf, starts)
+            idx = starts[:, None] + np.arange(w)
+            seg = self.buf[idx]
+            energy = (np.abs(np.fft.rfft(seg * self.window, axis=1)) ** 2) @ self.bsum
+            feats = np.concatenate([np.log(energy + 1e-7) / 5, r[:, None], ahead[:, None],
+                                    lags[:, None] / self.MAX_LAG,
+                                    np.full((len(frames), 1), self.level / 5)], 1)
+            out = self._network(feats)
+            keep = slice(a - f0, b - f0 + 1)
+            seg, lags, r, ahead, out, idx = seg[keep], lags[keep], r[keep], ahead[keep], out[keep], idx[keep]
+            back = self.buf[idx - lags[:, None]]
+            fwd = self.buf[idx + lags[:, None]]
+            comb = np.where(ahead[:, None] > 0, 0.5 * (back + fwd), back)
+            alpha = (r / (1.0 + np.exp(1.0 - out[:, 0])))[:, None]
+            gains = np.exp(np.clip(out[:, 1:], -2.0, 2.0)) @ self.interp
+            spec = np.fft.rfft((seg + alpha * comb) / (1.0 + alpha) * self.window, axis=1) * gains
+            filtered = np.fft.irfft(spec, n=w, axis=1)
+            need = b * self.HOP - self.HOP + w - self.acc_start
+            if need > len(self.acc):
+                self.acc = np.concatenate([self.acc, np.zeros(need - len(self.acc))])
+            for j, f in enumerate(range(a, b + 1)):
+                off = f * self.HOP - self.HOP - self.acc_start
+                self.acc[off : off + w] += filtered[j]
+            self.next_frame = b + 1
+        # a sample is final once both frames covering it are added
+        final = self.next_frame * self.HOP - self.HOP if end is None else end
+        final = max(self.emitted, min(final, self.received))
+        out_samples = self.acc[self.emitted - self.acc_start : final - self.acc_start].copy()
+        keep_from = min(final, self.next_frame * self.HOP - self.HOP)  # frame 0 starts before 0
+        self.acc = self.acc[keep_from - self.acc_start :]
+        self.acc_start, self.emitted = keep_from, final
+        keep = (self.next_frame - self.context) * self.HOP - self.HOP - self.MAX_LAG - self.buf_start
+        if keep > 0:
+            self.buf, self.buf_start = self.buf[keep:], self.buf_start + keep
+        return out_samples
+
+
+def learned_postfilter(x: np.ndarray, params: dict[str, np.ndarray], level: float) -> np.ndarray:
+    """LearnedPostfilter over a whole mono signal (the same output as pushed in blocks)."""
+    pf = LearnedPostfilter(params, level)
+    return np.concatenate([pf.push(x), pf.flush()])

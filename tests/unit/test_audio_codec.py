@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from tokc import format as fmt
-from tokc.compress.audio import SEGMENT, AudioCodec, AudioWeights
+from tokc.compress.audio import (
+    LEARNED_POSTFILTER,
+    SEGMENT,
+    AudioCodec,
+    AudioWeights,
+    postfilter_params,
+)
 from tokc.compress.base import CodecError, Sound
-from tokc.dsp import PitchPostfilter, pitch_postfilter
+from tokc.dsp import LearnedPostfilter, PitchPostfilter, pitch_postfilter
 
 
 def snr_db(ref, out):
@@ -76,13 +82,14 @@ def test_streaming_decode_equals_whole_decode(tiny_audio_codec):
 def test_truncated_file_fails_after_the_audio_it_holds(tiny_audio_codec, postfilter):
     data = tiny_audio_codec.compress(tone(0.5), sample_rate=16000, quality=80, postfilter=postfilter).data
     header, chunks = fmt.unpack(data)
-    assert ("pf" in header.rate_dict()) == postfilter
+    assert ("lpf" in header.rate_dict()) == postfilter and "pf" not in header.rate_dict()
     cut = fmt.pack(header, chunks[:1])[:-4]  # the first segment, then no end marker
     stream = tiny_audio_codec.decompress_stream(io.BytesIO(cut))
     first = next(stream)
     hop = tiny_audio_codec.weights.hop
     # a segment less the padding frame, less what the post-filter still holds back
-    held = PitchPostfilter.WINDOW + PitchPostfilter.MAX_LAG + PitchPostfilter.HOP if postfilter else 0
+    lp = LearnedPostfilter(postfilter_params(LEARNED_POSTFILTER), 0.0)
+    held = lp.WINDOW + lp.MAX_LAG + (lp.context + 1) * lp.HOP if postfilter else 0
     assert SEGMENT * hop - hop - held <= len(first) <= SEGMENT * hop - hop
     with pytest.raises(fmt.TokcFormatError):
         next(stream)
@@ -123,6 +130,13 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
     bad = dataclasses.replace(header, rate={**header.rate_dict(), "nf": 4001})
     with pytest.raises(fmt.TokcFormatError, match="noise fill"):
+        tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    for lpf, message in ((99, "learned post-filter 99, which this version"), (-1, "post-filter -1")):
+        bad = dataclasses.replace(header, rate={**header.rate_dict(), "lpf": lpf})
+        with pytest.raises(fmt.TokcFormatError, match=message):
+            tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    bad = dataclasses.replace(header, rate={**header.rate_dict(), "pf": 300})
+    with pytest.raises(fmt.TokcFormatError, match="two post-filters"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
     # without the two parameters a file decodes as before they existed: no post-filter, the
     # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)

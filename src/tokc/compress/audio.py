@@ -8,13 +8,14 @@ Encoder:  samples (any rate, mono or stereo) -soxr-> 16 kHz; stereo -> mid, side
           contexts, ANS), the entropy coder restarted for each segment
 Decoder:  per segment and channel: the tokens, the envelope (exact grid integers) and the
           coefficients, noise filling of the zeroed ones, inverse MDCT overlap-added across segments (no seams),
-          the pitch post-filter (tokc.dsp.PitchPostfilter, at the header's strength), side -> L/R,
-          16 kHz -> the input's rate.
+          the post-filter the header asks for (the learned one, tokc.dsp.LearnedPostfilter, or
+          the fixed tokc.dsp.PitchPostfilter), side -> L/R, 16 kHz -> the input's rate.
 
-File: the header (sample rate and length of the input, channels, the rate level and the
-post-filter's strength `pf` = 1000·gamma and the noise fill's scale `nf` (thousandths of the
-weights' kappa); a file without them, as written before they existed, decodes without the
-post-filter and at the weights' fill), then one
+File: the header (sample rate and length of the input, channels, the rate level, and the
+decoder settings: `lpf`, the number of the learned post-filter; `pf`, the fixed post-filter's
+strength 1000·gamma; `nf`, the noise fill's scale in thousandths of the weights' kappa; a file
+without them, as written before they existed, decodes with no post-filter at the weights'
+fill), then one
 'seg ' chunk per segment and channel (mid before side): the length of the ANS stream (uint32
 LE), the ANS stream, the escape stream; an empty chunk is a segment of digital silence (every
 coefficient zero), decoded as zeros. A segment decodes knowing only the header and the chunks
@@ -27,6 +28,7 @@ integers on every machine.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Iterator
@@ -56,34 +58,69 @@ MAX_CHANNELS = 2  # mono, or stereo coded as mid/side
 # rounding over levels -1..4: weight 2 +5.7 %, 4 +0.7 %, 8 -1.9 %, 12 -2.4 %, 20 -2.6 %.
 RDOQ_WEIGHT = 16.0
 TAG = "seg "
-# The decoder's pitch post-filter strength by rate level, and with it a stronger noise fill
-# (NOISE_FILL_MILLI: kappa x 1.6), written by default (`postfilter=False`, `--no-postfilter`:
-# neither). Alone, the post-filter raises PESQ-WB and lowers ViSQOL (36 validation clips,
-# benchmarks/results/speech_val_postfilter.md: 12 kbps 3.29 -> 3.39 and 2.85 -> 2.75): it
-# removes the noise fill between the harmonics. The stronger fill puts it back: 12 kbps,
-# PESQ-WB / ViSQOL, neither 3.285 / 2.851; fill x1.3 3.265 / 2.961; x1.6 3.226 / 3.004;
-# x2 3.156 / 2.970; x0.7 3.261 / 2.591; post-filter + fill x1.3 3.392 / 2.923; post-filter +
-# fill x1.6 3.374 / 3.003 (6 kbps 2.613 / 2.141 against 2.43 / 2.03; 16 kbps 3.705 / 3.331
-# against 3.67 / 3.15). Levels ~0.6/1.9/2.6/3.6 are ~6/12/16/24 kbps.
+# The decoder's post-filters, run on each coded channel at 16 kHz before side -> L/R:
+# - `lpf` (header rate parameter; default since 2026-12-07): the learned post-filter of that
+#   number, tokc.dsp.LearnedPostfilter with the weights tokc-audio-v1.postfilterN.safetensors
+#   (trained by tokc.train.audio_postfilter on the decoder's output at the noise fill `nf`).
+#   Each number stays shipped, so a file decodes the same with every later version.
+# - `pf` (written 2026-12-06 only): the fixed pitch post-filter tokc.dsp.PitchPostfilter at
+#   strength pf / 1000, with its strength table POSTFILTER_LEVELS / POSTFILTER_GAMMAS.
+# - `nf`: the noise fill's kappa in thousandths of the weights' (absent: 1000).
+# A file with none of them decodes as files did before post-filters existed.
+# The fixed one, measured (36 validation clips, benchmarks/results/speech_val_postfilter.md):
+# alone it raises PESQ-WB and lowers ViSQOL (12 kbps 3.29 -> 3.39 and 2.85 -> 2.75) as it
+# removes the noise fill between the harmonics; with the fill at x1.6 both rise (12 kbps
+# 3.374 / 3.003 against 3.285 / 2.851).
 POSTFILTER_LEVELS = (1900, 2600, 3600, 5000)
 POSTFILTER_GAMMAS = (0.5, 0.35, 0.2, 0.0)
-NOISE_FILL_MILLI = 1600  # header `nf`: the noise fill's kappa in thousandths of the weights'
+NOISE_FILL_MILLI = 1600  # header `nf` written with a post-filter: kappa x 1.6
+LEARNED_POSTFILTER = 1  # the learned post-filter an encoder asks for (header `lpf`)
 
 
 def postfilter_milli(level_milli: int) -> int:
-    """The post-filter strength (1000·gamma) the encoder writes for a rate level."""
+    """The fixed post-filter strength (1000·gamma) for a rate level (files of 2026-12-06)."""
     return int(round(1000 * float(np.interp(level_milli, POSTFILTER_LEVELS, POSTFILTER_GAMMAS))))
 
 
-def decoder_settings(header: fmt.Header) -> tuple[float, float]:
-    """(post-filter gamma, noise fill scale) a file asks for; (0, 1) when it says nothing."""
+@dataclasses.dataclass(frozen=True)
+class DecoderSettings:
+    gamma: float = 0.0  # the fixed pitch post-filter's strength (0: off)
+    fill: float = 1.0  # the noise fill's scale on the weights' kappa
+    learned: int = 0  # the learned post-filter's number (0: none)
+
+
+def decoder_settings(header: fmt.Header) -> DecoderSettings:
+    """The post-filter and noise fill a file asks for (none and the weights' fill when it says
+    nothing); TokcFormatError for values out of range or a learned post-filter this version
+    does not have."""
     rate = header.rate_dict()
-    pf, nf = rate.get("pf", 0), rate.get("nf", 1000)
+    pf, nf, lpf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0)
     if not 0 <= pf <= 1000:
         raise fmt.TokcFormatError("post-filter strength out of range")
     if not 0 <= nf <= 4000:
         raise fmt.TokcFormatError("noise fill scale out of range")
-    return pf / 1000, nf / 1000
+    if lpf and pf:
+        raise fmt.TokcFormatError("the file asks for two post-filters")
+    if lpf and (lpf < 0 or not postfilter_path(lpf).exists()):
+        raise fmt.TokcFormatError(f"the file asks for learned post-filter {lpf}, which this "
+                                  "version of tokc does not have")
+    return DecoderSettings(pf / 1000, nf / 1000, lpf)
+
+
+def postfilter_path(number: int) -> Path:
+    return WEIGHTS.with_name(f"{CODEC_ID}.postfilter{int(number)}.safetensors")
+
+
+_postfilters: dict[int, dict[str, np.ndarray]] = {}
+
+
+def postfilter_params(number: int) -> dict[str, np.ndarray]:
+    """The learned post-filter's weights (loaded once)."""
+    if number not in _postfilters:
+        from safetensors.numpy import load_file
+
+        _postfilters[number] = load_file(str(postfilter_path(number)))
+    return _postfilters[number]
 
 
 def as_sound(audio, sample_rate: int | None = None) -> Sound:
@@ -235,7 +272,7 @@ class AudioCodec:
     def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
         rate = (("level_milli", level_milli),)
         if postfilter:
-            rate += (("pf", postfilter_milli(level_milli)), ("nf", NOISE_FILL_MILLI))
+            rate += (("lpf", LEARNED_POSTFILTER), ("nf", NOISE_FILL_MILLI))
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
                           num_samples=sound.samples.shape[0], rate=rate)
@@ -258,9 +295,9 @@ class AudioCodec:
                  postfilter: bool = True) -> EncodeResult:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
-        most that average bitrate) or size (bytes). postfilter: ask the decoder for the pitch
-        post-filter (its strength follows the rate level) and the stronger noise fill that goes
-        with it (see POSTFILTER_*); on by default."""
+        most that average bitrate) or size (bytes). postfilter: ask the decoder for the learned
+        post-filter and the stronger noise fill it was trained with (LEARNED_POSTFILTER,
+        NOISE_FILL_MILLI); on by default."""
         versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
@@ -358,8 +395,15 @@ class AudioCodec:
 
             resampler = soxr.ResampleStream(SAMPLE_RATE, header.sample_rate, header.channels,
                                             dtype="float64", quality="HQ")
-        gamma, fill = decoder_settings(header)
-        postfilters = [dsp.PitchPostfilter(gamma) for _ in range(header.channels)] if gamma > 0 else None
+        settings = decoder_settings(header)
+        fill = settings.fill
+        if settings.learned:
+            params = postfilter_params(settings.learned)
+            postfilters = [dsp.LearnedPostfilter(params, level_milli / 1000) for _ in range(header.channels)]
+        elif settings.gamma > 0:
+            postfilters = [dsp.PitchPostfilter(settings.gamma) for _ in range(header.channels)]
+        else:
+            postfilters = None
         tail = np.zeros((hop, header.channels))
         done16, emitted = 0, 0  # 16 kHz samples past the padding decoded, output samples given
         count = segment_count(frames)
@@ -386,7 +430,7 @@ class AudioCodec:
             block = block[: max(0, n16 - done16)]
             done16 += len(block)
             last = k == count - 1
-            if postfilters:  # delays the output by about 640 samples; the flush gives them back
+            if postfilters:  # they delay the output (~640 / ~1280 samples); the flush gives it back
                 block = np.stack([np.concatenate([pf.push(block[:, c]), pf.flush() if last else []])
                                   for c, pf in enumerate(postfilters)], 1)
             if header.channels == 2:
