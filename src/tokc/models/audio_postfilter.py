@@ -6,7 +6,7 @@ Per 10 ms frame (20 ms periodic Hann windows) of the decoded 16 kHz signal: the 
 correlation, ahead flag: `tokc.dsp.pitch_frames`, computed once in numpy, not learned) and
 log band energies feed a 1-D convolutional network over the frames, which gives a comb weight
 and 16 band gains; the frame is combed at its pitch lag, its spectrum scaled by the gains, and
-the frames overlap-added. About 26 k parameters.
+the frames overlap-added. 28 k parameters.
 """
 
 from __future__ import annotations
