@@ -249,7 +249,9 @@ def band_sum_matrix(bins: int, bands: int) -> np.ndarray:
 
 def band_interp_matrix(bins: int, bands: int) -> np.ndarray:
     """(bands, bins): linear interpolation of per-band values, placed at the band centres, to
-    every bin (constant beyond the first and last centre)."""
+    every bin (constant beyond the first and last centre); the identity when bands == bins."""
+    if bands == bins:
+        return np.eye(bins)
     centres = (np.arange(bands) + 0.5) * (bins - 1) / bands
     x = np.clip(np.arange(bins), centres[0], centres[-1])
     i = np.minimum(np.searchsorted(centres, x, side="right") - 1, bands - 2)
@@ -268,8 +270,9 @@ class LearnedPostfilter:
     sample f·HOP − HOP. Per frame: the pitch lag T, its correlation r and the `ahead` flag
     (pitch_frames, on the decoded signal), and log band energies of the windowed frame. A small
     1-D convolutional network over the frames (three layers; shipped: 5, 5 and 1 taps, so it
-    sees 4 frames each side) gives a comb weight a = sigmoid(o0 − 1)·r and 16 band gains
-    exp(clip(o, ±2)); the frame
+    sees 4 frames each side) gives a comb weight a = sigmoid(o0 − 1)·r and band gains
+    exp(clip(o, ±2)) (16 bands, or one per bin when the network has WINDOW // 2 + 1 = 161); the
+    frame
     becomes (x + a·x[∓T]) / (1 + a) (two-sided where `ahead`), then its spectrum is scaled by
     the gains (interpolated over the bins) and overlap-added. `params`: the network's weights
     (conv{0,1,2}.weight (out, in, k), .bias). `level`: the file's rate level, an input.

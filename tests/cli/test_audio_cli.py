@@ -89,6 +89,7 @@ def test_audio_errors_are_one_line(wav, tiny_audio_weights, tmp_path):
 
 def test_postfilter_is_asked_for_in_the_header(wav, tiny_audio_weights, tmp_path):
     from tokc import format as fmt
+    from tokc.compress import audio
 
     for flag, want in ((None, True), ("--no-postfilter", None), ("--postfilter", True)):
         out = tmp_path / f"{flag}.tokc"
@@ -97,7 +98,7 @@ def test_postfilter_is_asked_for_in_the_header(wav, tiny_audio_weights, tmp_path
         rate = fmt.unpack(out.read_bytes())[0].rate_dict()
         lpf, nf = rate.get("lpf"), rate.get("nf")
         assert "pf" not in rate  # the fixed post-filter of 2026-12-06 is decoded, no longer written
-        assert (lpf == 1 and nf == 1600) if want else lpf is nf is None
+        assert (lpf == audio.LEARNED_POSTFILTER and nf == 1600) if want else lpf is nf is None
         r = run("decompress", out, "-m", tiny_audio_weights, "-o", tmp_path / f"{flag}.wav")
         assert r.exit_code == 0, r.output
     img = tmp_path / "x.png"

@@ -9,11 +9,12 @@ from tokc import dsp
 
 def random_params(seed: int = 0, bands: int = 16, hidden: int = 12) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
+    scale = 0.3 if bands == 16 else 0.05
     shapes = {"conv0": (hidden, bands + 4, 5), "conv1": (hidden, hidden, 5), "conv2": (1 + bands, hidden, 1)}
     out = {}
     for name, shape in shapes.items():
-        out[f"{name}.weight"] = rng.normal(0, 0.3, shape)
-        out[f"{name}.bias"] = rng.normal(0, 0.3, shape[0])
+        out[f"{name}.weight"] = rng.normal(0, scale, shape)
+        out[f"{name}.bias"] = rng.normal(0, scale, shape[0])
     return out
 
 
@@ -25,12 +26,13 @@ def voiced(n: int, seed: int = 0) -> np.ndarray:
     return x * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t) ** 2) + 0.02 * rng.standard_normal(n)
 
 
-def test_numpy_equals_torch_twin():
+@pytest.mark.parametrize("bands", [16, 161])  # post-filter 1: 16 bands; 2: one per bin
+def test_numpy_equals_torch_twin(bands):
     torch = pytest.importorskip("torch")
     from tokc.models.audio_postfilter import HOP, PostfilterNet, pitch
 
-    net = PostfilterNet(hidden=12).double()
-    params = random_params()
+    net = PostfilterNet(bands=bands, hidden=12).double()
+    params = random_params(bands=bands)
     net.load_state_dict({**net.state_dict(), **{k: torch.from_numpy(v) for k, v in params.items()}})
     y = voiced(7777)
     padded, lags, r, ahead = pitch(y)
@@ -44,9 +46,10 @@ def test_numpy_equals_torch_twin():
     assert np.abs(got - y).max() > 0.01  # it did filter
 
 
+@pytest.mark.parametrize("bands", [16, 161])
 @pytest.mark.parametrize("n", [7777, 1500, 300, 1, 0])
-def test_streaming_equals_whole(n):
-    params = random_params(1)
+def test_streaming_equals_whole(n, bands):
+    params = random_params(1, bands)
     y = voiced(n, 1)
     whole = dsp.learned_postfilter(y, params, 2.0)
     assert len(whole) == n

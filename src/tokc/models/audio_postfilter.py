@@ -4,9 +4,10 @@ computation in numpy, streaming, and is what the codec uses.
 
 Per 10 ms frame (20 ms periodic Hann windows) of the decoded 16 kHz signal: the pitch (lag,
 correlation, ahead flag: `tokc.dsp.pitch_frames`, computed once in numpy, not learned) and
-log band energies feed a 1-D convolutional network over the frames, which gives a comb weight
-and 16 band gains; the frame is combed at its pitch lag, its spectrum scaled by the gains, and
-the frames overlap-added. 28 k parameters.
+log energies (per bin, or per band) feed a 1-D convolutional network over the frames, which
+gives a comb weight and gains (per bin, or per band); the frame is combed at its pitch lag, its
+spectrum scaled by the gains, and the frames overlap-added. Shipped: post-filter 1, 16 bands,
+64 channels (28 k parameters); per bin with 128 channels was tried (the audio model card).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def pitch(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 class PostfilterNet(nn.Module):
     def __init__(self, bands: int = 16, hidden: int = 64, kernel: int = 5):
+        """bands: log energies in and gains out per band of equal width (16), or per bin
+        (WINDOW // 2 + 1 = 161)."""
         super().__init__()
         self.conv0 = nn.Conv1d(bands + 4, hidden, kernel, padding=kernel // 2)
         self.conv1 = nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2)

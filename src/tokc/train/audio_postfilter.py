@@ -134,6 +134,9 @@ def main(argv=None) -> None:
     ap.add_argument("--lr-final", type=float, default=2e-4, help="cosine decay to this")
     ap.add_argument("--per-clip", type=int, default=3, help="coded copies of each clip")
     ap.add_argument("--levels", type=float, nargs=2, default=(-1.0, 5.0))
+    ap.add_argument("--bands", type=int, default=16,
+                    help="log energies in and gains out: per bin (161) or per band of equal width (16)")
+    ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pack", type=Path, metavar="FILE", help="write the weights and exit")
@@ -142,7 +145,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = PostfilterNet()
+    model = PostfilterNet(bands=args.bands, hidden=args.hidden)
     opt = torch.optim.Adam(model.parameters(), args.lr)
     ckpt, step = args.out / "ckpt.pt", 0
     if ckpt.exists():
