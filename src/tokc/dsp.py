@@ -272,9 +272,8 @@ class LearnedPostfilter:
     1-D convolutional network over the frames (three layers; shipped: 5, 5 and 1 taps, so it
     sees 4 frames each side) gives a comb weight a = sigmoid(o0 − 1)·r and band gains
     exp(clip(o, ±2)) (16 bands, or one per bin when the network has WINDOW // 2 + 1 = 161); the
-    frame
-    becomes (x + a·x[∓T]) / (1 + a) (two-sided where `ahead`), then its spectrum is scaled by
-    the gains (interpolated over the bins) and overlap-added. `params`: the network's weights
+    frame becomes (x + a·x[∓T]) / (1 + a) (two-sided where `ahead`), then its spectrum is scaled
+    by the gains (interpolated over the bins) and overlap-added. `params`: the network's weights
     (conv{0,1,2}.weight (out, in, k), .bias). `level`: the file's rate level, an input.
     Output has the input's length: `push` returns what is final, `flush` the rest.
     """
