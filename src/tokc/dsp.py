@@ -166,21 +166,15 @@ class PitchPostfilter:
         """Frame at absolute sample s, filtered (buf holds [s - MAX_LAG, s + WINDOW + MAX_LAG))."""
         w, lo = self.WINDOW, s - self.buf_start
         seg = self.buf[lo : lo + w]
-        e0 = seg @ seg
-        if e0 < 1e-12 or self.gamma <= 0:
+        if self.gamma <= 0:
             return seg
-        past = np.lib.stride_tricks.sliding_window_view(
-            self.buf[lo - self.MAX_LAG : lo - self.MIN_LAG + w], w)[::-1]  # row i: lag MIN_LAG + i
-        sq = np.concatenate([[0.0], np.cumsum(self.buf[lo - self.MAX_LAG : lo - self.MIN_LAG + w] ** 2)])
-        energy = (sq[w:] - sq[:-w])[::-1]
-        r = (past @ seg) / np.sqrt(e0 * energy + 1e-12)
-        k = int(np.argmax(r))
-        if r[k] < self.THRESHOLD:
+        lags, r, ahead = pitch_frames(self.buf, [lo], silence=1e-12)
+        if r[0] < self.THRESHOLD:
             return seg
-        t, a = self.MIN_LAG + k, self.gamma * min(float(r[k]), 1.0)
-        back, ahead = self.buf[lo - t : lo - t + w], self.buf[lo + t : lo + t + w]
-        if (ahead @ seg) / np.sqrt(e0 * (ahead @ ahead) + 1e-12) >= self.THRESHOLD:
-            return (seg + 0.5 * a * (back + ahead)) / (1.0 + a)
+        t, a = int(lags[0]), self.gamma * r[0]
+        back = self.buf[lo - t : lo - t + w]
+        if ahead[0]:
+            return (seg + 0.5 * a * (back + self.buf[lo + t : lo + t + w])) / (1.0 + a)
         return (seg + a * back) / (1.0 + a)
 
     def _run(self, available: int) -> np.ndarray:
@@ -214,19 +208,21 @@ def pitch_postfilter(x: np.ndarray, gamma: float) -> np.ndarray:
 
 def pitch_frames(padded: np.ndarray, starts: np.ndarray, window: int = PitchPostfilter.WINDOW,
                  min_lag: int = PitchPostfilter.MIN_LAG, max_lag: int = PitchPostfilter.MAX_LAG,
-                 threshold: float = PitchPostfilter.THRESHOLD) -> tuple[np.ndarray, ...]:
+                 threshold: float = PitchPostfilter.THRESHOLD,
+                 silence: float = 1e-10) -> tuple[np.ndarray, ...]:
     """Per frame of `window` samples at each index of `starts` into `padded` (which holds
     max_lag samples before the first frame and max_lag + window after the last): the lag T of
     highest normalised correlation r with the signal T samples earlier (min_lag..max_lag), r
     clipped to [0, 1], and `ahead`, 1.0 where the signal T samples later correlates at least
-    `threshold` (as PitchPostfilter). Silent frames: T = min_lag, r = ahead = 0."""
+    `threshold`. Frames of energy under `silence`: T = min_lag, r = ahead = 0. The pitch
+    search of both post-filters (PitchPostfilter per frame, LearnedPostfilter for its features)."""
     lags, r_out, ahead = (np.full(len(starts), min_lag, np.int64), np.zeros(len(starts)),
                           np.zeros(len(starts)))
     w = window
     for i, lo in enumerate(starts):
         seg = padded[lo : lo + w]
         e0 = seg @ seg
-        if e0 < 1e-10:
+        if e0 < silence:
             continue
         span = padded[lo - max_lag : lo - min_lag + w]
         past = np.lib.stride_tricks.sliding_window_view(span, w)[::-1]  # row k: lag min_lag + k

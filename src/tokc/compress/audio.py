@@ -63,23 +63,16 @@ TAG = "seg "
 #   number, tokc.dsp.LearnedPostfilter with the weights tokc-audio-v1.postfilterN.safetensors
 #   (trained by tokc.train.audio_postfilter on the decoder's output at the noise fill `nf`).
 #   Each number stays shipped, so a file decodes the same with every later version.
-# - `pf` (written 2026-12-06 only): the fixed pitch post-filter tokc.dsp.PitchPostfilter at
-#   strength pf / 1000, with its strength table POSTFILTER_LEVELS / POSTFILTER_GAMMAS.
+# - `pf` (written 2026-12-06 only, from a strength table by level that docs/FORMAT.md keeps):
+#   the fixed pitch post-filter tokc.dsp.PitchPostfilter at strength pf / 1000.
 # - `nf`: the noise fill's kappa in thousandths of the weights' (absent: 1000).
 # A file with none of them decodes as files did before post-filters existed.
 # The fixed one, measured (36 validation clips, benchmarks/results/speech_val_postfilter.md):
 # alone it raises PESQ-WB and lowers ViSQOL (12 kbps 3.29 -> 3.39 and 2.85 -> 2.75) as it
 # removes the noise fill between the harmonics; with the fill at x1.6 both rise (12 kbps
 # 3.374 / 3.003 against 3.285 / 2.851).
-POSTFILTER_LEVELS = (1900, 2600, 3600, 5000)
-POSTFILTER_GAMMAS = (0.5, 0.35, 0.2, 0.0)
 NOISE_FILL_MILLI = 1600  # header `nf` written with a post-filter: kappa x 1.6
 LEARNED_POSTFILTER = 1  # the learned post-filter an encoder asks for (header `lpf`)
-
-
-def postfilter_milli(level_milli: int) -> int:
-    """The fixed post-filter strength (1000·gamma) for a rate level (files of 2026-12-06)."""
-    return int(round(1000 * float(np.interp(level_milli, POSTFILTER_LEVELS, POSTFILTER_GAMMAS))))
 
 
 @dataclasses.dataclass(frozen=True)
