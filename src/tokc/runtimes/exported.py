@@ -10,7 +10,9 @@ TensorRT provider, whose engines go to tokc's engine cache (tokc.runtimes.trt.de
 Inputs are numpy arrays shaped as the sidecar says (`tok.encoder_inputs`, `tok.decoder_inputs`);
 a decoder input the caller leaves out takes the sidecar's default (WavTokenizer's
 `bandwidth_id`: the checkpoint's; One-D-Piece's masked `num_tokens`: the prefix the caller gives
-as `prefix=`, else every slot), and any other missing input is an error naming it.
+as `prefix=`, else every slot), and any other missing input is an error naming it. A size the
+export fixed (an image size, a latent grid: the ints in the sidecar's shapes) or a bandwidth id
+outside the checkpoint's is refused with a `RuntimeInputError` before ONNX Runtime runs.
 
 Two architectures need more than one graph call: GPSToken's `encode` computes the Gaussians'
 initial layout in numpy first (:class:`ExportedGPSToken`), and FlexTok's `decode` runs the
@@ -121,14 +123,25 @@ class ExportedTokenizer:
                 raise RuntimeInputError(f"{self.arch} {part}: input {name!r} {spec['shape']} is required")
             dtype = np.int64 if "int64" in types[name] else np.float32
             arr = np.ascontiguousarray(value, dtype=dtype)
-            if arr.ndim != len(spec["shape"]):
-                raise RuntimeInputError(f"{self.arch} {part}: {name!r} must be {spec['shape']}, "
-                                        f"got shape {arr.shape}")
+            fixed = [(k, n) for k, n in enumerate(spec["shape"]) if isinstance(n, int)]
+            if arr.ndim != len(spec["shape"]) or any(arr.shape[k] != n for k, n in fixed):
+                raise RuntimeInputError(f"{self.arch} {part}: {name!r} must be {spec['shape']} "
+                                        f"(numbers are fixed at export), got shape {arr.shape}")
+            self._check_range(part, name, arr)
             feed[name] = arr
         if given:
             raise RuntimeInputError(f"{self.arch} {part} has no input {', '.join(map(repr, given))}")
         outs = sess.run(None, feed)
         return {o["name"]: v for o, v in zip(self.sidecar["graphs"][part]["outputs"], outs, strict=True)}
+
+    def _check_range(self, part: str, name: str, arr: np.ndarray) -> None:
+        """A conditioning id outside what the export recorded is refused here, not by a Gather
+        deep in the graph."""
+        if name == "bandwidth_id" and "bandwidth_ids" in self.constraints:
+            n = self.constraints["bandwidth_ids"]
+            if arr.size and not (arr.min() >= 0 and arr.max() < n):
+                raise RuntimeInputError(f"{self.arch} {part}: bandwidth_id must be in [0, {n}) "
+                                        f"(this checkpoint has {n}), got {arr.tolist()}")
 
     def _default(self, name: str, first: np.ndarray):
         if name == "bandwidth_id" and "bandwidth_id_default" in self.constraints:
