@@ -125,6 +125,77 @@ def decode_frames(env_hat: np.ndarray, u_hat: np.ndarray, zero: np.ndarray, cap:
     return noise_fill(coefs, zero, env_hat, kappa, expand(cap, power) * scale, gen)
 
 
+FILL_FEATURES = 6  # fill_features' channels
+FILL_LOG_RANGE = (-8.0, 3.0)  # the learned fill's log mean square, clipped (units: a zero's cap)
+
+
+def fill_features(q: np.ndarray, env_hat: np.ndarray, u_hat: np.ndarray, cap: np.ndarray,
+                  level: float, power: float, norm: float) -> np.ndarray:
+    """What the learned fill (tokc.models.audio_fill) reads per coefficient of a segment: the
+    decoded tokens q (hop, T), the decoded envelope env_hat (bands, T), the dequantized u_hat
+    (hop, T) and a zero token's largest magnitude `cap` (hop, 1), in u's domain ->
+    (FILL_FEATURES, hop, T): signed log tokens, the zero mask, the log of the RMS each band's
+    decoded coefficients miss against the envelope (per zero, relative to the cap, as
+    noise_fill computes it), the envelope, the level and the frequency."""
+    hop, t = q.shape
+    bands = env_hat.shape[0]
+    width = hop // bands
+    zero = q == 0
+    scale = band_scale(env_hat, norm, hop)
+    coefs = expand(u_hat, power) * scale
+    target = (2.0 ** env_hat - ENV_FLOOR).clip(0) ** 2 * width
+    have = (coefs**2).reshape(bands, width, t).sum(1)
+    count = zero.reshape(bands, width, t).sum(1)
+    missing = np.repeat(np.sqrt((target - have).clip(0) / np.maximum(count, 1)), width, axis=0)
+    cap_coef = expand(np.broadcast_to(cap, (hop, t)), power) * scale
+    return np.stack([np.sign(q) * np.log1p(np.abs(q)), zero.astype(np.float64),
+                     np.log(missing / cap_coef + 0.01), np.repeat(env_hat, width, axis=0) / 8,
+                     np.full((hop, t), level / 5), np.broadcast_to((np.arange(hop) / hop - 0.5)[:, None], (hop, t))])
+
+
+def learned_fill(feats: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    """tokc.models.audio_fill.FillNet in numpy (float32, each 3×3 convolution as three matrix
+    products over the frame-shifted copies of its input): feats (FILL_FEATURES, hop, T) -> the
+    log mean square (hop, T) of each coefficient, in units of a zero token's cap."""
+    h = np.asarray(feats, np.float32)
+    layers = sum(1 for k in params if k.startswith("conv") and k.endswith(".weight"))
+    for i in range(layers):
+        w = np.asarray(params[f"conv{i}.weight"], np.float32)
+        b = np.asarray(params[f"conv{i}.bias"], np.float32)
+        d = 2**i  # tokc.models.audio_fill.DILATIONS
+        c, f, t = h.shape
+        # the three frame shifts stacked, (3, c, f + 2d, t), zero-padded; each frequency shift
+        # is then a view whose (f, t) rows are contiguous: one matrix product per shift
+        shifted = np.zeros((3, c, f + 2 * d, t), np.float32)
+        shifted[0, :, d : d + f, 1:] = h[:, :, :-1]
+        shifted[1, :, d : d + f] = h
+        shifted[2, :, d : d + f, :-1] = h[:, :, 1:]
+        shifted = shifted.reshape(3 * c, f + 2 * d, t)
+        out = np.zeros((w.shape[0], f * t), np.float32)
+        for a in range(3):  # weight (out, in, 3, 3) -> (out, 3·in) in the order of `shifted`
+            out += w[:, :, a, :].transpose(0, 2, 1).reshape(w.shape[0], -1) \
+                @ shifted[:, a * d : a * d + f].reshape(3 * c, f * t)
+        h = np.maximum(out + b[:, None], 0.0).reshape(w.shape[0], f, t)
+    w, b = np.asarray(params["out.weight"], np.float32), np.asarray(params["out.bias"], np.float32)
+    # not a matrix-vector product: OpenBLAS splits those by thread count, and the decode must
+    # not depend on it (einsum's own loop)
+    out = np.einsum("i,ift->ft", w[0, :, 0, 0], h)
+    return np.clip(out + b[0], *FILL_LOG_RANGE).astype(np.float64)
+
+
+def decode_frames_learned(env_hat: np.ndarray, q: np.ndarray, u_hat: np.ndarray, cap: np.ndarray,
+                          level: float, params: dict[str, np.ndarray], power: float, norm: float,
+                          gen: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+    """decode_frames with the learned fill: each zero token gets the RMS learned_fill predicts
+    (times `gain`) with a random sign, in u's domain, before expanding."""
+    env_hat, u_hat = env_hat.astype(np.float64), u_hat.astype(np.float64)
+    feats = fill_features(q, env_hat, u_hat, cap, level, power, norm)
+    rms = np.exp(0.5 * learned_fill(feats, params)) * cap * gain
+    sign = np.where(gen.random(u_hat.shape) < 0.5, -1.0, 1.0)
+    u = np.where(q == 0, sign * rms, u_hat)
+    return expand(u, power) * band_scale(env_hat, norm, u_hat.shape[0])
+
+
 class PitchPostfilter:
     """A decoder-side long-term (pitch) post-filter, streaming: it reinforces the harmonics of
     voiced sound and lowers what lies between them (the noise fill, quantisation noise), the

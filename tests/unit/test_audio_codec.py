@@ -138,6 +138,13 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     bad = dataclasses.replace(header, rate={**header.rate_dict(), "pf": 300})
     with pytest.raises(fmt.TokcFormatError, match="two post-filters"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    for lnf, message in ((99, "learned fill 99, which this version"), (-1, "fill -1")):
+        bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": lnf})
+        with pytest.raises(fmt.TokcFormatError, match=message):
+            tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": 1, "nf": 1000})
+    with pytest.raises(fmt.TokcFormatError, match="two noise fills"):
+        tiny_audio_codec.decompress(fmt.pack(bad, chunks))
     # without the two parameters a file decodes as before they existed: no post-filter, the
     # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)
     plain = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]})

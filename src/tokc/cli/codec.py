@@ -206,8 +206,8 @@ def _choose(model: str, modality: str) -> tuple[registry.Entry, dict]:
                    "closest pixels) or perceptual (keeps texture; SSIMULACRA2). Same tokens and "
                    "size either way.")
 @click.option("--postfilter/--no-postfilter", default=None,
-              help="Audio: ask the decoder for the learned post-filter and the stronger noise "
-                   "fill it was trained with (on by default).")
+              help="Audio: ask the decoder for the learned fill and the learned post-filter "
+                   "trained on it (on by default; off: the noise fill alone).")
 @click.option("-m", "--model", default="default", show_default=True,
               help="default (tokc-image-v1 for images, tokc-audio-v1 for audio by the input's "
                    "suffix), a codec id, a weights file, or one-d-piece (with --checkpoint).")

@@ -7,13 +7,14 @@ Encoder:  samples (any rate, mono or stereo) -soxr-> 16 kHz; stereo -> mid, side
           latent coding (compress.latent: integer hyper-synthesis, channel and even/odd-frame
           contexts, ANS), the entropy coder restarted for each segment
 Decoder:  per segment and channel: the tokens, the envelope (exact grid integers) and the
-          coefficients, noise filling of the zeroed ones, inverse MDCT overlap-added across segments (no seams),
+          coefficients, filling of the zeroed ones (noise, or the learned fill), inverse MDCT overlap-added across segments (no seams),
           the post-filter the header asks for (the learned one, tokc.dsp.LearnedPostfilter, or
           the fixed tokc.dsp.PitchPostfilter), side -> L/R, 16 kHz -> the input's rate.
 
 File: the header (sample rate and length of the input, channels, the rate level, and the
 decoder settings: `lpf`, the number of the learned post-filter; `pf`, the fixed post-filter's
-strength 1000·gamma; `nf`, the noise fill's scale in thousandths of the weights' kappa; a file
+strength 1000·gamma; `nf`, the noise fill's scale in thousandths of the weights' kappa; `lnf`,
+the number of the learned fill that replaces the noise fill; a file
 without them, as written before they existed, decodes with no post-filter at the weights'
 fill), then one
 'seg ' chunk per segment and channel (mid before side): the length of the ANS stream (uint32
@@ -61,18 +62,26 @@ TAG = "seg "
 # The decoder's post-filters, run on each coded channel at 16 kHz before side -> L/R:
 # - `lpf` (header rate parameter; default since 2026-12-07): the learned post-filter of that
 #   number, tokc.dsp.LearnedPostfilter with the weights tokc-audio-v1.postfilterN.safetensors
-#   (trained by tokc.train.audio_postfilter on the decoder's output at the noise fill `nf`).
+#   (trained by tokc.train.audio_postfilter on the decoder's output before it: 1 at the noise
+#   fill `nf` 1600, 2 with the learned fill `lnf` 1).
 #   Each number stays shipped, so a file decodes the same with every later version.
 # - `pf` (written 2026-12-06 only, from a strength table by level that docs/FORMAT.md keeps):
 #   the fixed pitch post-filter tokc.dsp.PitchPostfilter at strength pf / 1000.
 # - `nf`: the noise fill's kappa in thousandths of the weights' (absent: 1000).
+# - `lnf`: the learned fill of that number instead of the noise fill (tokc.dsp.learned_fill
+#   with tokc-audio-v1.fillN.safetensors, trained by tokc.train.audio_fill): each zero token
+#   gets the RMS a network predicts from the decoded tokens and envelope. Not with `nf`.
 # A file with none of them decodes as files did before post-filters existed.
 # The fixed one, measured (36 validation clips, benchmarks/results/speech_val_postfilter.md):
 # alone it raises PESQ-WB and lowers ViSQOL (12 kbps 3.29 -> 3.39 and 2.85 -> 2.75) as it
 # removes the noise fill between the harmonics; with the fill at x1.6 both rise (12 kbps
 # 3.374 / 3.003 against 3.285 / 2.851).
-NOISE_FILL_MILLI = 1600  # header `nf` written with a post-filter: kappa x 1.6
-LEARNED_POSTFILTER = 1  # the learned post-filter an encoder asks for (header `lpf`)
+NOISE_FILL_MILLI = 1600  # header `nf` that post-filter 1 was trained with (kappa x 1.6)
+# What an encoder asks for by default: learned fill 1 and learned post-filter 2 (trained on its
+# output), header `lnf` 1 and `lpf` 2 (2026-12-07, second session). Files of the first session
+# that day (`lpf` 1, `nf` 1600) decode as they did.
+LEARNED_FILL = 1
+LEARNED_POSTFILTER = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +89,7 @@ class DecoderSettings:
     gamma: float = 0.0  # the fixed pitch post-filter's strength (0: off)
     fill: float = 1.0  # the noise fill's scale on the weights' kappa
     learned: int = 0  # the learned post-filter's number (0: none)
+    learned_fill: int = 0  # the learned fill's number (0: the noise fill)
 
 
 def decoder_settings(header: fmt.Header) -> DecoderSettings:
@@ -87,33 +97,46 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     nothing); TokcFormatError for values out of range or a learned post-filter this version
     does not have."""
     rate = header.rate_dict()
-    pf, nf, lpf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0)
+    pf, nf, lpf, lnf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0), rate.get("lnf", 0)
     if not 0 <= pf <= 1000:
         raise fmt.TokcFormatError("post-filter strength out of range")
     if not 0 <= nf <= 4000:
         raise fmt.TokcFormatError("noise fill scale out of range")
     if lpf and pf:
         raise fmt.TokcFormatError("the file asks for two post-filters")
-    if lpf and (lpf < 0 or not postfilter_path(lpf).exists()):
-        raise fmt.TokcFormatError(f"the file asks for learned post-filter {lpf}, which this "
-                                  "version of tokc does not have")
-    return DecoderSettings(pf / 1000, nf / 1000, lpf)
+    if lnf and "nf" in rate:
+        raise fmt.TokcFormatError("the file asks for two noise fills")
+    for kind, number in (("post-filter", lpf), ("fill", lnf)):
+        if number and (number < 0 or not decoder_weights_path(kind, number).exists()):
+            raise fmt.TokcFormatError(f"the file asks for learned {kind} {number}, which this "
+                                      "version of tokc does not have")
+    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf)
+
+
+def decoder_weights_path(kind: str, number: int) -> Path:
+    """The weights of learned post-filter or fill `number` (kind "post-filter" or "fill")."""
+    stem = {"post-filter": "postfilter", "fill": "fill"}[kind]
+    return WEIGHTS.with_name(f"{CODEC_ID}.{stem}{int(number)}.safetensors")
 
 
 def postfilter_path(number: int) -> Path:
-    return WEIGHTS.with_name(f"{CODEC_ID}.postfilter{int(number)}.safetensors")
+    return decoder_weights_path("post-filter", number)
 
 
-_postfilters: dict[int, dict[str, np.ndarray]] = {}
+_decoder_weights: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+
+def decoder_params(kind: str, number: int) -> dict[str, np.ndarray]:
+    """A learned post-filter's or fill's weights (loaded once)."""
+    if (kind, number) not in _decoder_weights:
+        from safetensors.numpy import load_file
+
+        _decoder_weights[kind, number] = load_file(str(decoder_weights_path(kind, number)))
+    return _decoder_weights[kind, number]
 
 
 def postfilter_params(number: int) -> dict[str, np.ndarray]:
-    """The learned post-filter's weights (loaded once)."""
-    if number not in _postfilters:
-        from safetensors.numpy import load_file
-
-        _postfilters[number] = load_file(str(postfilter_path(number)))
-    return _postfilters[number]
+    return decoder_params("post-filter", number)
 
 
 def as_sound(audio, sample_rate: int | None = None) -> Sound:
@@ -265,7 +288,7 @@ class AudioCodec:
     def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
         rate = (("level_milli", level_milli),)
         if postfilter:
-            rate += (("lpf", LEARNED_POSTFILTER), ("nf", NOISE_FILL_MILLI))
+            rate += (("lpf", LEARNED_POSTFILTER), ("lnf", LEARNED_FILL))
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
                           num_samples=sound.samples.shape[0], rate=rate)
@@ -289,8 +312,8 @@ class AudioCodec:
         """audio: a path, Sound, or array with sample_rate=. Rate: quality 0..100 (default
         75; 100 is the highest rate, not lossless), kbps (the highest quality whose file is at
         most that average bitrate) or size (bytes). postfilter: ask the decoder for the learned
-        post-filter and the stronger noise fill it was trained with (LEARNED_POSTFILTER,
-        NOISE_FILL_MILLI); on by default."""
+        post-filter and the learned fill it was trained with (LEARNED_POSTFILTER,
+        LEARNED_FILL); on by default (off: the noise fill alone)."""
         versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
@@ -356,16 +379,27 @@ class AudioCodec:
     def read_segment(self, payload: bytes, frames: int, level_milli: int) -> Coded:
         return self.latent.read_payload(payload, (1, frames // Z_STRIDE), level_milli, f"a {TAG!r} chunk")[1]
 
-    def synthesise(self, c: Coded, level_milli: int, seed: list[int], fill: float = 1.0) -> np.ndarray:
-        """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled at `fill`
-        times the weights' kappa."""
+    def fill_inputs(self, c: Coded, level_milli: int) -> tuple[np.ndarray, ...]:
+        """Tokens of one segment -> what the decoder fills from: the decoded envelope (bands,
+        frames; log2 band RMS), the coefficients' tokens and dequantized values (hop, frames)
+        and a zero token's largest magnitude (hop, 1), the last two in u's domain."""
         w = self.weights
         env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
         u_hat = self.latent.latents(c, level_milli)[w.bands:, 0]
-        zero = c.q[w.bands:, 0] == 0
         cap = 0.5 * np.exp(w.log_igain_at(level_milli)[w.bands:])[:, None]
-        return dsp.decode_frames(env_hat, u_hat, zero, cap, w.kappa * fill, w.power, w.norm,
-                                 np.random.default_rng(seed))
+        return env_hat, c.q[w.bands:, 0], u_hat, cap
+
+    def synthesise(self, c: Coded, level_milli: int, seed: list[int], fill: float = 1.0,
+                   learned_fill: int = 0) -> np.ndarray:
+        """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled at `fill`
+        times the weights' kappa, or by learned fill number `learned_fill`."""
+        w = self.weights
+        env_hat, q, u_hat, cap = self.fill_inputs(c, level_milli)
+        gen = np.random.default_rng(seed)
+        if learned_fill:
+            return dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
+                                             decoder_params("fill", learned_fill), w.power, w.norm, gen)
+        return dsp.decode_frames(env_hat, u_hat, q == 0, cap, w.kappa * fill, w.power, w.norm, gen)
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:
         """Decode as the file arrives: yields blocks (k, channels) float32 at the header's
@@ -410,7 +444,7 @@ class AudioCodec:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
                 if chunk.payload:
                     coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli,
-                                            [k, ch], fill)
+                                            [k, ch], fill, settings.learned_fill)
                 else:  # digital silence
                     coefs = np.zeros((hop, n))
                 coded.append(dsp.imdct(coefs, hop))

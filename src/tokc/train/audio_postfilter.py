@@ -4,8 +4,9 @@ weights the codec ships (src/tokc/weights/tokc-audio-v1.postfilter1.safetensors)
 
 Data: every clip of the train split of ../shared/data/audio/speech (the validation speakers are
 never read), each coded by the shipped codec at --per-clip rate levels drawn uniformly from
---levels and decoded without a post-filter at the default noise fill (header `nf`), as the codec
-decodes before the post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
+--levels and decoded without a post-filter at the default noise fill (header `nf`), or with
+the learned fill N (`--learned-fill N`, header `lnf`), as the codec decodes before the
+post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
 multi-resolution STFT log-magnitude L1 + spectral convergence (256/512/1024-point) + 0.5 ×
 the normalised waveform MSE. Batch 16 × 1 s crops, Adam; checkpoints resume (OUT/ckpt.pt),
 JSON-lines log with the loss of the unfiltered decode beside it.
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +25,24 @@ from tokc import format as fmt
 from tokc.compress import audio
 from tokc.models.audio_postfilter import HOP, PAD, WINDOW, PostfilterNet, pitch
 from tokc.train.audio import DEFAULT_DATA, read_mono16k, speech_split
-from tokc.train.common import save_atomic
+from tokc.train.common import pack_decoder_weights, resume, run_steps
 
 CROP_FRAMES = 101  # 1 s of output per crop
 
 
-def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int) -> np.ndarray:
-    """x coded at a level and decoded as the codec does before its post-filter."""
+def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fill: int = 0) -> np.ndarray:
+    """x coded at a level and decoded as the codec does before its post-filter: with the
+    learned fill of that number, or (0) the noise fill at header `nf`."""
     sound = audio.Sound(x[:, None].astype(np.float32), audio.SAMPLE_RATE)
     header = codec.header(sound, level_milli, postfilter=False)
-    header = dataclasses.replace(header, rate=header.rate + (("nf", audio.NOISE_FILL_MILLI),))
+    fill = ("lnf", learned_fill) if learned_fill else ("nf", audio.NOISE_FILL_MILLI)
+    header = dataclasses.replace(header, rate=header.rate + (fill,))
     data = fmt.pack(header, codec.segment_chunks([codec.analyse(codec.latents(x))], level_milli))
     return codec.decompress(data).samples[:, 0].astype(np.float64)
 
 
-def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int) -> list:
+def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int,
+               learned_fill: int = 0) -> list:
     codec = audio.open_codec()
     gen = np.random.default_rng(seed)
     train_files, _ = speech_split(data)
@@ -49,7 +51,7 @@ def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int
         x = read_mono16k(path).astype(np.float64)
         for _ in range(per_clip):
             level = int(gen.uniform(*levels) * 1000)
-            pairs.append((x, decoded(codec, x, level), level / 1000))
+            pairs.append((x, decoded(codec, x, level, learned_fill), level / 1000))
         if i % 50 == 0:
             print(f"pairs: {i}/{len(train_files)} clips", flush=True)
     return pairs
@@ -117,13 +119,6 @@ def loss_fn(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return spectral_loss(y, x) + 0.5 * ((y - x) ** 2).mean() / ((x**2).mean() + 1e-8)
 
 
-def pack(model: PostfilterNet, path: Path, meta: dict) -> None:
-    from safetensors.numpy import save_file
-
-    params = {k: np.ascontiguousarray(v, np.float32) for k, v in model.params().items()}
-    save_file(params, str(path), metadata={"tokc_postfilter": json.dumps(meta)})
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -139,6 +134,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--learned-fill", type=int, default=0, metavar="N",
+                    help="train on decodes with learned fill N (header lnf) instead of the noise fill")
     ap.add_argument("--pack", type=Path, metavar="FILE", help="write the weights and exit")
     args = ap.parse_args(argv)
 
@@ -147,50 +144,25 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = PostfilterNet(bands=args.bands, hidden=args.hidden)
     opt = torch.optim.Adam(model.parameters(), args.lr)
-    ckpt, step = args.out / "ckpt.pt", 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+    ckpt = args.out / "ckpt.pt"
+    step = resume(model, opt, ckpt)
     if args.pack:
-        if not step:
-            raise SystemExit(f"no trained checkpoint in {args.out}")
-        pack(model, args.pack, {"step": step, "train": vars(args) | {"data": str(args.data),
-                                                                     "out": str(args.out), "pack": None}})
-        print(f"wrote {args.pack} (step {step})")
+        pack_decoder_weights(model.params(), args.pack, "tokc_postfilter", step, args)
         return
     cache = args.out / "pairs.npz"
     if cache.exists():
         pairs = load_pairs(cache)
     else:
-        pairs = make_pairs(args.data, args.per_clip, tuple(args.levels), args.seed)
+        pairs = make_pairs(args.data, args.per_clip, tuple(args.levels), args.seed, args.learned_fill)
         save_pairs(cache, pairs)
     batches = Batches(pairs, np.random.default_rng(args.seed + step))
-    log = open(args.out / "log.jsonl", "a")
-    t0 = time.time()
-    while step < args.iters:
-        lr = float(args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + np.cos(np.pi * step / args.iters)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+
+    def loss_step():
         x, padded, lags, r, ahead, level = batches(args.batch)
         y = model(padded, lags, r, ahead, level)[:, HOP : HOP + x.shape[1]]
-        loss = loss_fn(y, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % 100 == 0:
-            with torch.no_grad():
-                base = loss_fn(padded[:, PAD : PAD + x.shape[1]], x)
-            rec = {"step": step, "loss": loss.item(), "unfiltered": base.item(), "lr": lr,
-                   "seconds": round(time.time() - t0, 1)}
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-        if step % 500 == 0 or step == args.iters:
-            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
+        return loss_fn(y, x), lambda: {"unfiltered": loss_fn(padded[:, PAD : PAD + x.shape[1]], x).item()}
 
+    run_steps(model, opt, args, step, ckpt, loss_step)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,11 @@
 """What every tokc training script shares: the optimizer's parameter groups, atomic
-checkpoints, and the model-only resume file."""
+checkpoints and resuming from them, the model-only resume file, the learning-rate decay, and
+the files of learned decoder parts."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -50,3 +52,61 @@ def load_resume(path: Path) -> tuple[dict, dict, int]:
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["tokc_train"])
     return meta["config"], load_file(str(path)), int(meta["step"])
+
+
+def resume(model, opt, ckpt: Path) -> int:
+    """Model, optimizer and step from an atomic checkpoint when there is one; -> the step (0)."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    return int(state["step"])
+
+
+def cosine_lr(step: int, iters: int, lr: float, lr_final: float) -> float:
+    """A cosine decay from lr at step 0 to lr_final at iters."""
+    return float(lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * step / iters)))
+
+
+def pack_decoder_weights(params: dict, path: Path, key: str, step: int, args) -> None:
+    """A learned decoder part (post-filter, fill) as the codec ships it: float32 arrays in a
+    .safetensors file, the training step and arguments as JSON under metadata `key`."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    if not step:
+        raise SystemExit(f"no trained checkpoint in {args.out}")
+    train = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"pack": None}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in params.items()}, str(path),
+              metadata={key: json.dumps({"step": step, "train": train})})
+    print(f"wrote {path} (step {step})")
+
+
+def run_steps(model, opt, args, step: int, ckpt: Path, loss_step) -> None:
+    """Adam from `step` to args.iters with the cosine decay from args.lr to args.lr_final.
+    loss_step() -> (loss, extra): the batch's loss and a function giving more fields for the
+    log; every 100 steps a JSON line (step, loss, extra, lr, seconds) goes to stdout and
+    OUT/log.jsonl; a checkpoint every 500 steps and at the end."""
+    import time
+
+    log = open(args.out / "log.jsonl", "a")
+    t0 = time.time()
+    while step < args.iters:
+        lr = cosine_lr(step, args.iters, args.lr, args.lr_final)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss, extra = loss_step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 100 == 0:
+            with torch.no_grad():
+                rec = {"step": step, "loss": loss.item(), **extra(), "lr": lr,
+                       "seconds": round(time.time() - t0, 1)}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % 500 == 0 or step == args.iters:
+            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
