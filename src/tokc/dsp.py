@@ -101,15 +101,23 @@ def noise_fill(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray, kappa: floa
     coefficients that were coded as zero (`zero`), at `kappa` (one share, or one per band) of
     the missing RMS and at most `cap` (hop, T or broadcastable: a zero token's largest possible
     magnitude)."""
+    width = coefs.shape[0] // env.shape[0]
+    missing = missing_rms(coefs, zero, env)
+    amp = np.minimum(np.repeat(np.reshape(kappa, (-1, 1)) * missing, width, axis=0), cap)
+    return coefs + np.where(zero, amp * gen.standard_normal(coefs.shape), 0.0)
+
+
+def missing_rms(coefs: np.ndarray, zero: np.ndarray, env: np.ndarray) -> np.ndarray:
+    """(bands, T): per band, the RMS per zero-coded coefficient that the decoded coefficients
+    `coefs` (hop, T) lack against the envelope `env` (log2 band RMS): what noise_fill fills
+    and what the learned fill reads."""
     hop, t = coefs.shape
     bands = env.shape[0]
     width = hop // bands
     target = (2.0 ** env - ENV_FLOOR).clip(0) ** 2 * width
     have = (coefs**2).reshape(bands, width, t).sum(1)
     count = zero.reshape(bands, width, t).sum(1)
-    missing = np.sqrt((target - have).clip(0) / np.maximum(count, 1))
-    amp = np.minimum(np.repeat(np.reshape(kappa, (-1, 1)) * missing, width, axis=0), cap)
-    return coefs + np.where(zero, amp * gen.standard_normal(coefs.shape), 0.0)
+    return np.sqrt((target - have).clip(0) / np.maximum(count, 1))
 
 
 def decode_frames(env_hat: np.ndarray, u_hat: np.ndarray, zero: np.ndarray, cap: np.ndarray,
@@ -138,15 +146,10 @@ def fill_features(q: np.ndarray, env_hat: np.ndarray, u_hat: np.ndarray, cap: np
     decoded coefficients miss against the envelope (per zero, relative to the cap, as
     noise_fill computes it), the envelope, the level and the frequency."""
     hop, t = q.shape
-    bands = env_hat.shape[0]
-    width = hop // bands
+    width = hop // env_hat.shape[0]
     zero = q == 0
     scale = band_scale(env_hat, norm, hop)
-    coefs = expand(u_hat, power) * scale
-    target = (2.0 ** env_hat - ENV_FLOOR).clip(0) ** 2 * width
-    have = (coefs**2).reshape(bands, width, t).sum(1)
-    count = zero.reshape(bands, width, t).sum(1)
-    missing = np.repeat(np.sqrt((target - have).clip(0) / np.maximum(count, 1)), width, axis=0)
+    missing = np.repeat(missing_rms(expand(u_hat, power) * scale, zero, env_hat), width, axis=0)
     cap_coef = expand(np.broadcast_to(cap, (hop, t)), power) * scale
     return np.stack([np.sign(q) * np.log1p(np.abs(q)), zero.astype(np.float64),
                      np.log(missing / cap_coef + 0.01), np.repeat(env_hat, width, axis=0) / 8,
@@ -185,12 +188,12 @@ def learned_fill(feats: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray
 
 def decode_frames_learned(env_hat: np.ndarray, q: np.ndarray, u_hat: np.ndarray, cap: np.ndarray,
                           level: float, params: dict[str, np.ndarray], power: float, norm: float,
-                          gen: np.random.Generator, gain: float = 1.0) -> np.ndarray:
+                          gen: np.random.Generator) -> np.ndarray:
     """decode_frames with the learned fill: each zero token gets the RMS learned_fill predicts
-    (times `gain`) with a random sign, in u's domain, before expanding."""
+    with a random sign, in u's domain, before expanding."""
     env_hat, u_hat = env_hat.astype(np.float64), u_hat.astype(np.float64)
     feats = fill_features(q, env_hat, u_hat, cap, level, power, norm)
-    rms = np.exp(0.5 * learned_fill(feats, params)) * cap * gain
+    rms = np.exp(0.5 * learned_fill(feats, params)) * cap
     sign = np.where(gen.random(u_hat.shape) < 0.5, -1.0, 1.0)
     u = np.where(q == 0, sign * rms, u_hat)
     return expand(u, power) * band_scale(env_hat, norm, u_hat.shape[0])

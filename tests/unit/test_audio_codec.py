@@ -13,7 +13,7 @@ from tokc.compress.audio import (
     SEGMENT,
     AudioCodec,
     AudioWeights,
-    postfilter_params,
+    decoder_params,
 )
 from tokc.compress.base import CodecError, Sound
 from tokc.dsp import LearnedPostfilter, PitchPostfilter, pitch_postfilter
@@ -88,7 +88,7 @@ def test_truncated_file_fails_after_the_audio_it_holds(tiny_audio_codec, postfil
     first = next(stream)
     hop = tiny_audio_codec.weights.hop
     # a segment less the padding frame, less what the post-filter still holds back
-    lp = LearnedPostfilter(postfilter_params(LEARNED_POSTFILTER), 0.0)
+    lp = LearnedPostfilter(decoder_params("post-filter", LEARNED_POSTFILTER), 0.0)
     held = lp.WINDOW + lp.MAX_LAG + (lp.context + 1) * lp.HOP if postfilter else 0
     assert SEGMENT * hop - hop - held <= len(first) <= SEGMENT * hop - hop
     with pytest.raises(fmt.TokcFormatError):

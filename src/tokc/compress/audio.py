@@ -119,10 +119,6 @@ def decoder_weights_path(kind: str, number: int) -> Path:
     return WEIGHTS.with_name(f"{CODEC_ID}.{stem}{int(number)}.safetensors")
 
 
-def postfilter_path(number: int) -> Path:
-    return decoder_weights_path("post-filter", number)
-
-
 _decoder_weights: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 
 
@@ -133,10 +129,6 @@ def decoder_params(kind: str, number: int) -> dict[str, np.ndarray]:
 
         _decoder_weights[kind, number] = load_file(str(decoder_weights_path(kind, number)))
     return _decoder_weights[kind, number]
-
-
-def postfilter_params(number: int) -> dict[str, np.ndarray]:
-    return decoder_params("post-filter", number)
 
 
 def as_sound(audio, sample_rate: int | None = None) -> Sound:
@@ -425,7 +417,7 @@ class AudioCodec:
         settings = decoder_settings(header)
         fill = settings.fill
         if settings.learned:
-            params = postfilter_params(settings.learned)
+            params = decoder_params("post-filter", settings.learned)
             postfilters = [dsp.LearnedPostfilter(params, level_milli / 1000) for _ in range(header.channels)]
         elif settings.gamma > 0:
             postfilters = [dsp.PitchPostfilter(settings.gamma) for _ in range(header.channels)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -88,8 +89,6 @@ def run_steps(model, opt, args, step: int, ckpt: Path, loss_step) -> None:
     loss_step() -> (loss, extra): the batch's loss and a function giving more fields for the
     log; every 100 steps a JSON line (step, loss, extra, lr, seconds) goes to stdout and
     OUT/log.jsonl; a checkpoint every 500 steps and at the end."""
-    import time
-
     log = open(args.out / "log.jsonl", "a")
     t0 = time.time()
     while step < args.iters:
