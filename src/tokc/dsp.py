@@ -188,15 +188,81 @@ def learned_fill(feats: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray
 
 def decode_frames_learned(env_hat: np.ndarray, q: np.ndarray, u_hat: np.ndarray, cap: np.ndarray,
                           level: float, params: dict[str, np.ndarray], power: float, norm: float,
-                          gen: np.random.Generator) -> np.ndarray:
+                          gen: np.random.Generator, shape: np.ndarray | None = None) -> np.ndarray:
     """decode_frames with the learned fill: each zero token gets the RMS learned_fill predicts
-    with a random sign, in u's domain, before expanding."""
+    with a random sign, in u's domain, before expanding; then, given the fill shape's symbols
+    (shape_groups' shape), its groups are scaled by apply_fill_shape."""
     env_hat, u_hat = env_hat.astype(np.float64), u_hat.astype(np.float64)
     feats = fill_features(q, env_hat, u_hat, cap, level, power, norm)
     rms = np.exp(0.5 * learned_fill(feats, params)) * cap
     sign = np.where(gen.random(u_hat.shape) < 0.5, -1.0, 1.0)
     u = np.where(q == 0, sign * rms, u_hat)
-    return expand(u, power) * band_scale(env_hat, norm, u_hat.shape[0])
+    scale = band_scale(env_hat, norm, u_hat.shape[0])
+    coefs = expand(u, power) * scale
+    if shape is None:
+        return coefs
+    return apply_fill_shape(coefs, q == 0, expand(np.broadcast_to(cap, q.shape), power) * scale, shape,
+                            env_hat)
+
+
+# The fill shape (header `fsh` 1): side information that corrects the learned fill's level in
+# each group of coefficients (5 at hop 320: 125 Hz) in the lower half of the band (below 4 kHz)
+# that holds a zero token, by a factor 2**(SHAPE_STEP * s), s in {-1, 0, 1}. The fill sets each
+# band's level from the envelope (500 Hz); how the uncoded energy lies within the band is what
+# it cannot know, and what ViSQOL and PESQ hear (measured on training clips at 12 kbps with the
+# post-filter: the true uncoded energy, smoothed over 7 coefficients, with the fill's band
+# levels kept, lifts ViSQOL from 3.00 to 3.80).
+SHAPE_STEP = 1.5
+# the lowest decoded band envelope (log2 band RMS) whose groups get symbols: digital silence
+# sits at log2(ENV_FLOOR) = -16; on training speech 0.8 % of the groups lie below -13
+SHAPE_MIN_ENV = -13.0
+
+
+def shape_layout(hop: int) -> tuple[int, int]:
+    """(group width, coefficients covered) of the fill shape at a hop: hop // 64 wide (at
+    least 1), over the lower half of the coefficients."""
+    width = max(1, hop // 64)
+    return width, hop // 2 // width * width
+
+
+def shape_groups(zero: np.ndarray, env_hat: np.ndarray) -> np.ndarray:
+    """(hop, T) zero-token mask and decoded envelope (bands, T) -> (groups, T): the groups that
+    get a fill shape symbol, those holding a zero token in a band whose envelope is at least
+    SHAPE_MIN_ENV (silence and near-silence get none)."""
+    hop, t = zero.shape
+    width, bins = shape_layout(hop)
+    env = np.repeat(env_hat, hop // env_hat.shape[0], axis=0)[:bins].reshape(-1, width, t).max(1)
+    return zero[:bins].reshape(-1, width, t).any(1) & (env >= SHAPE_MIN_ENV)
+
+
+def fill_shape_symbols(coefs: np.ndarray, filled: np.ndarray, zero: np.ndarray,
+                       env_hat: np.ndarray) -> np.ndarray:
+    """The encoder's fill shape: the true MDCT coefficients `coefs` and the decoder's filled
+    ones before shaping `filled` (hop, T), the zero-token mask, the decoded envelope -> symbols (groups, T) in
+    {-1, 0, 1}: the RMS ratio of the true to the filled zero-coded coefficients of each group,
+    in steps of SHAPE_STEP (log2), rounded; 0 where a group has no symbol."""
+    hop, t = zero.shape
+    width, bins = shape_layout(hop)
+
+    def group_energy(x):
+        return (np.where(zero[:bins], x[:bins], 0.0) ** 2).reshape(-1, width, t).sum(1)
+
+    ratio = 0.5 * np.log2((group_energy(coefs) + 1e-30) / (group_energy(filled) + 1e-30))
+    return np.where(shape_groups(zero, env_hat), np.clip(np.round(ratio / SHAPE_STEP), -1, 1), 0).astype(np.int64)
+
+
+def apply_fill_shape(coefs: np.ndarray, zero: np.ndarray, cap_coefs: np.ndarray,
+                     symbols: np.ndarray, env_hat: np.ndarray) -> np.ndarray:
+    """The zero-coded coefficients of each fill shape group scaled by 2**(SHAPE_STEP * s),
+    their magnitude then at most a zero token's largest (`cap_coefs`, X's domain); the other
+    coefficients unchanged."""
+    width, bins = shape_layout(coefs.shape[0])
+    factor = np.ones(coefs.shape)
+    factor[:bins] = np.repeat(2.0 ** (SHAPE_STEP * symbols), width, axis=0)
+    shaped = np.clip(coefs * factor, -cap_coefs, cap_coefs)
+    grouped = np.zeros(coefs.shape, bool)
+    grouped[:bins] = np.repeat(shape_groups(zero, env_hat), width, axis=0)
+    return np.where(zero & grouped, shaped, coefs)
 
 
 class PitchPostfilter:

@@ -11,6 +11,8 @@ from tokc import format as fmt
 from tokc.compress.audio import (
     LEARNED_POSTFILTER,
     SEGMENT,
+    SHAPE_TAG,
+    TAG,
     AudioCodec,
     AudioWeights,
     decoder_params,
@@ -83,7 +85,9 @@ def test_truncated_file_fails_after_the_audio_it_holds(tiny_audio_codec, postfil
     data = tiny_audio_codec.compress(tone(0.5), sample_rate=16000, quality=80, postfilter=postfilter).data
     header, chunks = fmt.unpack(data)
     assert ("lpf" in header.rate_dict()) == postfilter and "pf" not in header.rate_dict()
-    cut = fmt.pack(header, chunks[:1])[:-4]  # the first segment, then no end marker
+    first_segment = chunks[:2] if postfilter else chunks[:1]  # 'seg ' (+ 'fsh ': the fill shape)
+    assert [c.tag for c in first_segment] == ([TAG, SHAPE_TAG] if postfilter else [TAG])
+    cut = fmt.pack(header, first_segment)[:-4]  # the first segment, then no end marker
     stream = tiny_audio_codec.decompress_stream(io.BytesIO(cut))
     first = next(stream)
     hop = tiny_audio_codec.weights.hop
@@ -145,8 +149,21 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": 1, "nf": 1000})
     with pytest.raises(fmt.TokcFormatError, match="two noise fills"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    for rate, message in (({"fsh": 2}, "fill shape 2, which this version"),
+                          ({"fsh": 1, "lnf": 0}, "fill shape without the learned fill")):
+        bad = dataclasses.replace(header, rate={**header.rate_dict(), **rate})
+        with pytest.raises(fmt.TokcFormatError, match=message):
+            tiny_audio_codec.decompress(fmt.pack(bad, chunks))
+    segs = [c for c in chunks if c.tag == TAG]  # the file less its fill shape chunks
+    assert len(segs) < len(chunks) and header.rate_dict()["fsh"] == 1
+    with pytest.raises(fmt.CorruptError, match="lacks its 'fsh ' chunk"):
+        tiny_audio_codec.decompress(fmt.pack(header, segs))
+    unshaped = dataclasses.replace(header, rate={k: v for k, v in header.rate_dict().items() if k != "fsh"})
+    assert not np.array_equal(tiny_audio_codec.decompress(fmt.pack(unshaped, segs)).samples,
+                              tiny_audio_codec.decompress(data).samples)
     # without the two parameters a file decodes as before they existed: no post-filter, the
     # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)
+    chunks = segs
     plain = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]})
     no_fill = dataclasses.replace(plain, rate={**plain.rate_dict(), "nf": 0})
     a = tiny_audio_codec.decompress(fmt.pack(plain, chunks)).samples

@@ -59,3 +59,38 @@ def test_only_zero_tokens_are_filled_at_the_predicted_rms():
     assert 0.4 < np.mean(u[~nz] > 0) < 0.6  # random signs
     again = dsp.decode_frames_learned(env, q, u_hat, cap, 2.0, params, 0.8, 0.15, np.random.default_rng(0))
     np.testing.assert_array_equal(coefs, again)
+
+
+def test_fill_shape_moves_each_group_toward_the_true_level():
+    """The encoder's symbols say, per group of 5 coefficients below 4 kHz holding a zero token
+    in a band above SHAPE_MIN_ENV, whether the true uncoded energy is about 2**1.5 above or
+    below the fill's; the decoder scales only those zero-coded coefficients, never past a zero
+    token's largest magnitude."""
+    params = random_params(2)
+    env, q, u_hat, cap = segment(2)
+    env[:, :4] = np.log2(dsp.ENV_FLOOR)  # 4 silent frames
+    env[3, 4] = dsp.SHAPE_MIN_ENV - 0.5  # and one quiet band (coefficients 60..79, groups 12..15)
+    rng = np.random.default_rng(2)
+    filled = dsp.decode_frames_learned(env, q, u_hat, cap, 2.0, params, 0.8, 0.15, np.random.default_rng(0))
+    zero = q == 0
+    width, bins = dsp.shape_layout(320)
+    assert (width, bins) == (5, 160)
+    level = rng.choice([0.1, 0.5, 1.0, 1.5, 3.0, 10.0], (bins // width, 23))  # true RMS / fill RMS per group
+    true = filled.copy()
+    true[:bins] *= np.repeat(level, width, axis=0)
+    symbols = dsp.fill_shape_symbols(true, filled, zero, env)
+    groups = dsp.shape_groups(zero, env)
+    assert symbols.shape == groups.shape and groups.any() and not groups.all()
+    assert not groups[:, :4].any() and not groups[12:16, 4].any() and groups[16:, 4].all()
+    np.testing.assert_array_equal(symbols[groups], np.clip(np.round(np.log2(level[groups]) / 1.5), -1, 1))
+    assert (symbols[~groups] == 0).all()
+    cap_coefs = dsp.expand(np.broadcast_to(cap, q.shape), 0.8) * dsp.band_scale(env, 0.15, 320)
+    shaped = dsp.apply_fill_shape(filled, zero, cap_coefs, symbols, env)
+    moved = shaped != filled
+    assert moved.any() and not moved[bins:].any() and not moved[~zero].any()
+    assert (np.abs(shaped[zero]) <= np.maximum(cap_coefs[zero], np.abs(filled[zero])) + 1e-15).all()
+    up = np.repeat(symbols == 1, width, axis=0) & zero[:bins]
+    assert (np.abs(shaped[:bins][up]) >= np.abs(filled[:bins][up])).all()
+    down = np.repeat(symbols == -1, width, axis=0) & zero[:bins]
+    np.testing.assert_allclose(shaped[:bins][down], np.clip(filled[:bins][down] * 2**-1.5,
+                                                            -cap_coefs[:bins][down], cap_coefs[:bins][down]))

@@ -7,20 +7,22 @@ Encoder:  samples (any rate, mono or stereo) -soxr-> 16 kHz; stereo -> mid, side
           latent coding (compress.latent: integer hyper-synthesis, channel and even/odd-frame
           contexts, ANS), the entropy coder restarted for each segment
 Decoder:  per segment and channel: the tokens, the envelope (exact grid integers) and the
-          coefficients, filling of the zeroed ones (noise, or the learned fill), inverse MDCT overlap-added across segments (no seams),
+          coefficients, filling of the zeroed ones (noise, or the learned fill and its shape),
+          inverse MDCT overlap-added across segments (no seams),
           the post-filter the header asks for (the learned one, tokc.dsp.LearnedPostfilter, or
           the fixed tokc.dsp.PitchPostfilter), side -> L/R, 16 kHz -> the input's rate.
 
 File: the header (sample rate and length of the input, channels, the rate level, and the
 decoder settings: `lpf`, the number of the learned post-filter; `pf`, the fixed post-filter's
 strength 1000·gamma; `nf`, the noise fill's scale in thousandths of the weights' kappa; `lnf`,
-the number of the learned fill that replaces the noise fill; a file
+the number of the learned fill that replaces the noise fill; `fsh`, the fill shape; a file
 without them, as written before they existed, decodes with no post-filter at the weights'
 fill), then one
 'seg ' chunk per segment and channel (mid before side): the length of the ANS stream (uint32
 LE), the ANS stream, the escape stream; an empty chunk is a segment of digital silence (every
-coefficient zero), decoded as zeros. A segment decodes knowing only the header and the chunks
-before it, so `decompress_stream` yields audio as the file arrives (2 s blocks).
+coefficient zero), decoded as zeros. With `fsh`, each non-empty 'seg ' chunk is followed by an
+'fsh ' chunk: the fill shape's symbols, ANS-coded (see FILL_SHAPE). A segment decodes knowing
+only the header and the chunks before it, so `decompress_stream` yields audio as the file arrives (2 s blocks).
 
 Only the encoder's h_a runs in floating point (numpy): float error there can change which
 file an encoder writes, never how a file decodes. The token stream a decoder reads is exact
@@ -41,7 +43,7 @@ import numpy as np
 
 from tokc import dsp
 from tokc import format as fmt
-from tokc.compress import ratecontrol, versions
+from tokc.compress import entropy, ratecontrol, versions
 from tokc.compress.base import CodecError, EncodeResult, Sound
 from tokc.compress.latent import Coded, LatentCoder, checkerboard
 from tokc.compress.ratecontrol import LEVEL_MIN
@@ -82,6 +84,37 @@ NOISE_FILL_MILLI = 1600  # header `nf` that post-filter 1 was trained with (kapp
 # that day (`lpf` 1, `nf` 1600) decode as they did.
 LEARNED_FILL = 1
 LEARNED_POSTFILTER = 2
+# - `fsh` 1: the fill shape (tokc.dsp.fill_shape_symbols / apply_fill_shape; with `lnf` only):
+#   after each non-empty 'seg ' chunk, an 'fsh ' chunk holds one symbol in {-1, 0, 1} per group
+#   of 5 coefficients below 4 kHz that has a zero token in a band not near silence
+#   (tokc.dsp.shape_groups), ANS-coded with SHAPE_TABLE, that scales the learned fill in the
+#   group. Written by default since 2026-12-07 (third session).
+FILL_SHAPE = 1
+SHAPE_TAG = "fsh "
+# values -2..2 and the escape, frequencies of 2**16: the symbols' shares on training clips at
+# -b 10 and 16 for -1, 0, 1. After them comes SHAPE_END (16 bits): an ANS stack coder starts
+# from an empty state, in which the symbols coded first (decoded last) cost almost nothing
+# while the state is below their frequency, so that a stream ending in a run of -1 or 0 would
+# be shorter than its information, which the decoder's check against truncated streams
+# (entropy.Decoder) takes for one; the end symbol, with the table's last cumulative frequency,
+# lifts the state at once. -2 and the escape are never written.
+SHAPE_TABLE = entropy.Tables(np.array([[1, 10945, 51180, 3408, 1, 1]], np.int32), np.array([2]))
+SHAPE_END = 2
+# bits per symbol in shape_size_estimate: above the table's mean code length (0.93 on training
+# clips, the estimate then 0.4 % short), so that the file the search picks nearly always fits
+SHAPE_BITS = 1.0
+# The encoder writes the fill shape from this rate level up (about 8 kbps on speech): below,
+# its ~1.5 kbps is too large a share of the file (measured on training clips at equal rate,
+# post-filter on: 8 kbps PESQ-WB 3.42 -> 3.35, ViSQOL 2.91 -> 3.37; 12 kbps 3.77 -> 3.77,
+# 3.00 -> 3.46; 16 kbps 4.03 -> 4.02, 3.20 -> 3.47).
+FILL_SHAPE_FROM = 1000
+
+
+def shape_size_estimate(groups: np.ndarray) -> int:
+    """The estimated bytes of a segment's 'fsh ' payload (`groups`: tokc.dsp.shape_groups'
+    mask): its symbol count at SHAPE_BITS each and the end symbol, in 32-bit words, plus one
+    word."""
+    return 4 * (math.ceil((int(groups.sum()) * SHAPE_BITS + 16) / 32) + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +123,7 @@ class DecoderSettings:
     fill: float = 1.0  # the noise fill's scale on the weights' kappa
     learned: int = 0  # the learned post-filter's number (0: none)
     learned_fill: int = 0  # the learned fill's number (0: the noise fill)
+    fill_shape: int = 0  # the fill shape's number (0: none)
 
 
 def decoder_settings(header: fmt.Header) -> DecoderSettings:
@@ -98,6 +132,7 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     does not have."""
     rate = header.rate_dict()
     pf, nf, lpf, lnf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0), rate.get("lnf", 0)
+    fsh = rate.get("fsh", 0)
     if not 0 <= pf <= 1000:
         raise fmt.TokcFormatError("post-filter strength out of range")
     if not 0 <= nf <= 4000:
@@ -110,7 +145,12 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
         if number and (number < 0 or not decoder_weights_path(kind, number).exists()):
             raise fmt.TokcFormatError(f"the file asks for learned {kind} {number}, which this "
                                       "version of tokc does not have")
-    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf)
+    if fsh and not lnf:
+        raise fmt.TokcFormatError("the file asks for a fill shape without the learned fill")
+    if fsh not in (0, FILL_SHAPE):
+        raise fmt.TokcFormatError(f"the file asks for fill shape {fsh}, which this version of "
+                                  "tokc does not have")
+    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf, fsh)
 
 
 def decoder_weights_path(kind: str, number: int) -> Path:
@@ -264,8 +304,11 @@ class AudioCodec:
     def weight_at(self, level_milli: int) -> np.ndarray | None:
         return np.where(np.isinf(self.rdoq), 1e12, self.rdoq) if RDOQ_WEIGHT > 0 else None
 
-    def segment_chunks(self, analysed: list[list[tuple]], level_milli: int) -> list[fmt.Chunk]:
-        """analysed: per channel, analyse()'s segments -> the 'seg ' chunks in file order."""
+    def segment_chunks(self, analysed: list[list[tuple]], level_milli: int,
+                       shape: bool | str = False) -> list[fmt.Chunk]:
+        """analysed: per channel, analyse()'s segments -> the 'seg ' chunks in file order,
+        each non-empty one followed by its 'fsh ' chunk if `shape` (the fill shape; "estimate":
+        zero bytes of its estimated size, for the rate search)."""
         chunks = []
         weight = self.weight_at(level_milli)
         for segs in zip(*analysed):
@@ -275,12 +318,53 @@ class AudioCodec:
                     continue
                 c = self.latent.code(y, mean, log_scale_q, level_milli, weight, self.grid)
                 chunks.append(fmt.Chunk(TAG, self.latent.payload(z, c)))
+                if shape == "estimate":
+                    size = shape_size_estimate(self.shape_groups(c))
+                    chunks.append(fmt.Chunk(SHAPE_TAG, bytes(size)))
+                elif shape:
+                    chunks.append(fmt.Chunk(SHAPE_TAG, self.shape_payload(y[:, 0], c, level_milli)))
         return chunks
+
+    def shape_payload(self, y: np.ndarray, c: Coded, level_milli: int) -> bytes:
+        """The fill shape of a coded segment (y: its latents (m, frames)): the symbols
+        (tokc.dsp.fill_shape_symbols) of the true coefficients against the decoder's learned
+        fill, ANS-coded in (group, frame) order."""
+        w = self.weights
+        env_hat, q, u_hat, cap = self.fill_inputs(c, level_milli)
+        scale = dsp.band_scale(env_hat, w.norm, w.hop)
+        filled = dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
+                                           decoder_params("fill", LEARNED_FILL), w.power, w.norm,
+                                           np.random.default_rng(0))  # magnitudes: any signs
+        symbols = dsp.fill_shape_symbols(dsp.expand(y[w.bands:], w.power) * scale, filled, q == 0, env_hat)
+        values = np.append(symbols[dsp.shape_groups(q == 0, env_hat)], SHAPE_END)
+        enc = entropy.Encoder()
+        enc.add(SHAPE_TABLE, values, np.zeros(len(values), np.int64))
+        return enc.finish()[0]
+
+    def shape_groups(self, c: Coded) -> np.ndarray:
+        """Tokens of one segment -> the groups that get a fill shape symbol (groups, frames)."""
+        w = self.weights
+        env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
+        return dsp.shape_groups(c.q[w.bands:, 0] == 0, env_hat)
+
+    def read_shape(self, payload: bytes, groups: np.ndarray) -> np.ndarray:
+        """An 'fsh ' chunk -> the fill shape symbols (groups, frames) of a segment whose
+        symbol-carrying groups are `groups` (shape_groups)."""
+        dec = entropy.Decoder(payload, b"")
+        symbols = np.zeros(groups.shape, np.int64)
+        values = dec.decode(SHAPE_TABLE, np.zeros(int(groups.sum()) + 1, np.int64))
+        dec.finish()
+        if values[-1] != SHAPE_END or np.abs(values[:-1]).max(initial=0) > 1:
+            raise fmt.CorruptError(f"an {SHAPE_TAG!r} chunk with a symbol out of range")
+        symbols[groups] = values[:-1]
+        return symbols
 
     def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
         rate = (("level_milli", level_milli),)
         if postfilter:
             rate += (("lpf", LEARNED_POSTFILTER), ("lnf", LEARNED_FILL))
+            if level_milli >= FILL_SHAPE_FROM:
+                rate += (("fsh", FILL_SHAPE),)
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
                           num_samples=sound.samples.shape[0], rate=rate)
@@ -321,21 +405,28 @@ class AudioCodec:
             size = max(1, int(kbps * 1000 / 8 * max(sound.seconds, 1e-9)))
         analysed = [self.analyse(self.latents(x)) for x in self.to_coded_channels(sound)]
 
-        def pack(level_milli: int) -> bytes:
-            return fmt.pack(self.header(sound, level_milli, postfilter), self.segment_chunks(analysed, level_milli))
+        cache: dict[tuple[int, bool], bytes] = {}
 
-        cache: dict[int, bytes] = {}
+        def packed(level_milli: int, exact: bool = True) -> bytes:
+            """The file at a level; not `exact`: its fill shape chunks stand in at their
+            estimated size (what the level search probes: shape_payload runs the fill)."""
+            shaped = postfilter and level_milli >= FILL_SHAPE_FROM
+            key = (level_milli, exact or not shaped)
+            if key not in cache:
+                shape = (True if exact else "estimate") if shaped else False
+                cache[key] = fmt.pack(self.header(sound, level_milli, postfilter),
+                                      self.segment_chunks(analysed, level_milli, shape=shape))
+            return cache[key]
 
-        def packed(level_milli: int) -> bytes:
-            if level_milli not in cache:
-                cache[level_milli] = pack(level_milli)
-            return cache[level_milli]
+        def choose(exact: bool, guess: int | None) -> int:
+            return ratecontrol.choose_level(
+                self.weights.levels, lambda lv: len(packed(lv, exact)), None,
+                75 if quality is None else quality, size, None, q0=LEVEL_Q0, size_guess=guess)
 
         try:
-            level_milli = ratecontrol.choose_level(
-                self.weights.levels, lambda lv: len(packed(lv)), None,
-                75 if quality is None else quality, size, None, q0=LEVEL_Q0,
-                size_guess=None if kbps is None else kbps_guess(kbps))
+            level_milli = choose(False, None if kbps is None else kbps_guess(kbps))
+            if size is not None and len(packed(level_milli)) > size:  # the estimate fell short
+                level_milli = choose(True, level_milli)
         except CodecError:
             if kbps is None:
                 raise
@@ -382,15 +473,18 @@ class AudioCodec:
         return env_hat, c.q[w.bands:, 0], u_hat, cap
 
     def synthesise(self, c: Coded, level_milli: int, seed: list[int], fill: float = 1.0,
-                   learned_fill: int = 0) -> np.ndarray:
+                   learned_fill: int = 0, shape: bytes | None = None) -> np.ndarray:
         """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled at `fill`
-        times the weights' kappa, or by learned fill number `learned_fill`."""
+        times the weights' kappa, or by learned fill number `learned_fill`, shaped by the
+        segment's 'fsh ' chunk `shape` if given."""
         w = self.weights
         env_hat, q, u_hat, cap = self.fill_inputs(c, level_milli)
         gen = np.random.default_rng(seed)
         if learned_fill:
+            symbols = None if shape is None else self.read_shape(shape, dsp.shape_groups(q == 0, env_hat))
             return dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
-                                             decoder_params("fill", learned_fill), w.power, w.norm, gen)
+                                             decoder_params("fill", learned_fill), w.power, w.norm, gen,
+                                             symbols)
         return dsp.decode_frames(env_hat, u_hat, q == 0, cap, w.kappa * fill, w.power, w.norm, gen)
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:
@@ -435,8 +529,14 @@ class AudioCodec:
                 if chunk.tag != TAG:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
                 if chunk.payload:
+                    shape = None
+                    if settings.fill_shape:
+                        shape_chunk = next(reader, None)
+                        if shape_chunk is None or shape_chunk.tag != SHAPE_TAG:
+                            raise fmt.CorruptError(f"segment {k} lacks its {SHAPE_TAG!r} chunk")
+                        shape = shape_chunk.payload
                     coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli,
-                                            [k, ch], fill, settings.learned_fill)
+                                            [k, ch], fill, settings.learned_fill, shape)
                 else:  # digital silence
                     coefs = np.zeros((hop, n))
                 coded.append(dsp.imdct(coefs, hop))

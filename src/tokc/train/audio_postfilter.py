@@ -5,8 +5,8 @@ weights the codec ships (src/tokc/weights/tokc-audio-v1.postfilter1.safetensors)
 Data: every clip of the train split of ../shared/data/audio/speech (the validation speakers are
 never read), each coded by the shipped codec at --per-clip rate levels drawn uniformly from
 --levels and decoded without a post-filter at the default noise fill (header `nf`), or with
-the learned fill N (`--learned-fill N`, header `lnf`), as the codec decodes before the
-post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
+the learned fill N (`--learned-fill N`, header `lnf`; with `--fill-shape N`, header `fsh`,
+also its shape), as the codec decodes before the post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
 multi-resolution STFT log-magnitude L1 + spectral convergence (256/512/1024-point) + 0.5 ×
 the normalised waveform MSE. Batch 16 × 1 s crops, Adam; checkpoints resume (OUT/ckpt.pt),
 JSON-lines log with the loss of the unfiltered decode beside it.
@@ -30,19 +30,25 @@ from tokc.train.common import pack_decoder_weights, resume, run_steps
 CROP_FRAMES = 101  # 1 s of output per crop
 
 
-def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fill: int = 0) -> np.ndarray:
+def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fill: int = 0,
+            fill_shape: int = 0) -> np.ndarray:
     """x coded at a level and decoded as the codec does before its post-filter: with the
-    learned fill of that number, or (0) the noise fill at header `nf`."""
+    learned fill of that number (and the fill shape `fill_shape` where the encoder writes it),
+    or (0) the noise fill at header `nf`."""
     sound = audio.Sound(x[:, None].astype(np.float32), audio.SAMPLE_RATE)
     header = codec.header(sound, level_milli, postfilter=False)
-    fill = ("lnf", learned_fill) if learned_fill else ("nf", audio.NOISE_FILL_MILLI)
-    header = dataclasses.replace(header, rate=header.rate + (fill,))
-    data = fmt.pack(header, codec.segment_chunks([codec.analyse(codec.latents(x))], level_milli))
+    fill = (("lnf", learned_fill),) if learned_fill else (("nf", audio.NOISE_FILL_MILLI),)
+    shaped = bool(fill_shape) and level_milli >= audio.FILL_SHAPE_FROM  # as the encoder writes it
+    if shaped:
+        fill += (("fsh", fill_shape),)
+    header = dataclasses.replace(header, rate=header.rate + fill)
+    chunks = codec.segment_chunks([codec.analyse(codec.latents(x))], level_milli, shape=shaped)
+    data = fmt.pack(header, chunks)
     return codec.decompress(data).samples[:, 0].astype(np.float64)
 
 
 def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int,
-               learned_fill: int = 0) -> list:
+               learned_fill: int = 0, fill_shape: int = 0) -> list:
     codec = audio.open_codec()
     gen = np.random.default_rng(seed)
     train_files, _ = speech_split(data)
@@ -51,7 +57,7 @@ def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int
         x = read_mono16k(path).astype(np.float64)
         for _ in range(per_clip):
             level = int(gen.uniform(*levels) * 1000)
-            pairs.append((x, decoded(codec, x, level, learned_fill), level / 1000))
+            pairs.append((x, decoded(codec, x, level, learned_fill, fill_shape), level / 1000))
         if i % 50 == 0:
             print(f"pairs: {i}/{len(train_files)} clips", flush=True)
     return pairs
@@ -136,6 +142,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--learned-fill", type=int, default=0, metavar="N",
                     help="train on decodes with learned fill N (header lnf) instead of the noise fill")
+    ap.add_argument("--fill-shape", type=int, default=0, metavar="N",
+                    help="with --learned-fill: decodes with fill shape N (header fsh) too")
     ap.add_argument("--pack", type=Path, metavar="FILE", help="write the weights and exit")
     args = ap.parse_args(argv)
 
@@ -153,7 +161,8 @@ def main(argv=None) -> None:
     if cache.exists():
         pairs = load_pairs(cache)
     else:
-        pairs = make_pairs(args.data, args.per_clip, tuple(args.levels), args.seed, args.learned_fill)
+        pairs = make_pairs(args.data, args.per_clip, tuple(args.levels), args.seed, args.learned_fill,
+                           args.fill_shape)
         save_pairs(cache, pairs)
     batches = Batches(pairs, np.random.default_rng(args.seed + step))
 
