@@ -26,6 +26,7 @@ from tokc.compress.image import CODEC_ID
 from tokc.compress.weights import int_layer_tensors
 from tokc.models import packed
 from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior, checkerboard
+from tokc.train.common import load_resume
 from tokc.train.image import DEFAULT_DATA, center_crops, list_images, load
 from tokc.train.surgery import upgrade_state_dict
 
@@ -37,11 +38,16 @@ NARROW = {"weight_bits": 7, "act_bits": 8}  # integer networks in 8 bits (see pa
 Q_CLIP = 511  # the context networks' clip on their token input: 511 * 128 * 240 < 2**24
 
 
-def load_checkpoint(path: Path) -> ImageHyperprior:
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    model = ImageHyperprior(HyperpriorConfig(**state["config"]))
-    model.load_state_dict(upgrade_state_dict(state["model"]))
-    return model.eval()
+def load_checkpoint(path: Path) -> tuple[ImageHyperprior, int]:
+    """A run's ckpt.pt or a committed model-only resume file (.safetensors) -> (model, step)."""
+    if path.suffix == ".safetensors":
+        config, weights, step = load_resume(path)
+    else:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        config, weights, step = state["config"], state["model"], int(state["step"])
+    model = ImageHyperprior(HyperpriorConfig(**config))
+    model.load_state_dict(upgrade_state_dict(weights))
+    return model.eval(), step
 
 
 def hs_convs(model: ImageHyperprior) -> list:
@@ -232,11 +238,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = ap.parse_args(argv)
     torch.set_flush_denormal(True)
-    state = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
-    meta = pack(
-        load_checkpoint(args.checkpoint), calibration_crops(args.data), args.out,
-        {"train_steps": state["step"]},
-    )
+    model, step = load_checkpoint(args.checkpoint)
+    meta = pack(model, calibration_crops(args.data), args.out, {"train_steps": step})
     print(json.dumps({k: meta[k] for k in ("hs_layers", "intnet_max_err", "train_steps")}))
 
 
