@@ -171,9 +171,11 @@ def test_one_hour_file_decodes_streaming_in_bounded_memory(codec, speech, tmp_pa
     n = seconds * 16000
     frames = audio.dsp.frames_for(n, codec.weights.hop, audio.Z_STRIDE)
     # 2 s code 104 frames: a full segment, then one of 4 frames; so do 3600 s (180,004 frames)
-    assert frames % audio.SEGMENT == 4 and len(chunks) == 2 and chunks[0].payload and chunks[1].payload
+    # (each 'seg ' chunk with its 'fsh ' chunk: q 50 is above FILL_SHAPE_FROM)
+    assert header.rate_dict()["fsh"] == audio.FILL_SHAPE
+    assert [c.tag for c in chunks] == [audio.TAG, audio.SHAPE_TAG] * 2 and chunks[0].payload
     big = fmt.pack(dataclasses.replace(header, num_samples=n),
-                   [chunks[0]] * (audio.segment_count(frames) - 1) + [chunks[1]])
+                   chunks[:2] * (audio.segment_count(frames) - 1) + chunks[2:])
     src, out = tmp_path / "hour.tokc", tmp_path / "hour.wav"
     src.write_bytes(big)
     run = ("import resource, sys\n"
