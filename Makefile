@@ -44,7 +44,7 @@ fuzz: $(VENV)/.installed
 	$(BIN)/python tests/fuzz/fuzz.py --work .fuzz --seconds $(FUZZ_SECONDS)
 
 bench-kodak: $(VENV)/.installed
-	$(BIN)/tokc bench rd --images ../shared/data/images/kodak --codecs tokc,jpeg,webp,avif,jxl --name kodak
+	$(BIN)/tokc bench rd --images ../shared/data/images/kodak --codecs tokc,tokc-perceptual,jpeg,webp,avif,jxl --name kodak -f
 
 # issue 15's audio benchmark on the validation split (tokc vs Opus voip and MP3; ViSQOL runs at
 # about real time, so this takes tens of minutes) and the music table; AUDIO_WEIGHTS=PATH

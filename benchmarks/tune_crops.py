@@ -41,7 +41,7 @@ def panel(img: np.ndarray, at: tuple[int, int], label: str) -> Image.Image:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quality", type=float, default=30)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/kodak_tune_crops.png")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/tune_crops.png")
     args = ap.parse_args()
     codec = default_codec()
     rows = []
