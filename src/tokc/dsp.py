@@ -188,10 +188,11 @@ def learned_fill(feats: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray
 
 def decode_frames_learned(env_hat: np.ndarray, q: np.ndarray, u_hat: np.ndarray, cap: np.ndarray,
                           level: float, params: dict[str, np.ndarray], power: float, norm: float,
-                          gen: np.random.Generator, shape: np.ndarray | None = None) -> np.ndarray:
+                          gen: np.random.Generator,
+                          shape: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """decode_frames with the learned fill: each zero token gets the RMS learned_fill predicts
-    with a random sign, in u's domain, before expanding; then, given the fill shape's symbols
-    (shape_groups' shape), its groups are scaled by apply_fill_shape."""
+    with a random sign, in u's domain, before expanding; then, given the fill shape (its
+    symbols and shape_groups' mask), its groups are scaled by apply_fill_shape."""
     env_hat, u_hat = env_hat.astype(np.float64), u_hat.astype(np.float64)
     feats = fill_features(q, env_hat, u_hat, cap, level, power, norm)
     rms = np.exp(0.5 * learned_fill(feats, params)) * cap
@@ -201,8 +202,7 @@ def decode_frames_learned(env_hat: np.ndarray, q: np.ndarray, u_hat: np.ndarray,
     coefs = expand(u, power) * scale
     if shape is None:
         return coefs
-    return apply_fill_shape(coefs, q == 0, expand(np.broadcast_to(cap, q.shape), power) * scale, shape,
-                            env_hat)
+    return apply_fill_shape(coefs, q == 0, expand(np.broadcast_to(cap, q.shape), power) * scale, *shape)
 
 
 # The fill shape (header `fsh` 1): side information that corrects the learned fill's level in
@@ -236,10 +236,10 @@ def shape_groups(zero: np.ndarray, env_hat: np.ndarray) -> np.ndarray:
 
 
 def fill_shape_symbols(coefs: np.ndarray, filled: np.ndarray, zero: np.ndarray,
-                       env_hat: np.ndarray) -> np.ndarray:
+                       groups: np.ndarray) -> np.ndarray:
     """The encoder's fill shape: the true MDCT coefficients `coefs` and the decoder's filled
-    ones before shaping `filled` (hop, T), the zero-token mask, the decoded envelope -> symbols (groups, T) in
-    {-1, 0, 1}: the RMS ratio of the true to the filled zero-coded coefficients of each group,
+    ones before shaping `filled` (hop, T), the zero-token mask and shape_groups' mask ->
+    symbols (groups, T) in {-1, 0, 1}: the RMS ratio of the true to the filled zero-coded coefficients of each group,
     in steps of SHAPE_STEP (log2), rounded; 0 where a group has no symbol."""
     hop, t = zero.shape
     width, bins = shape_layout(hop)
@@ -248,12 +248,13 @@ def fill_shape_symbols(coefs: np.ndarray, filled: np.ndarray, zero: np.ndarray,
         return (np.where(zero[:bins], x[:bins], 0.0) ** 2).reshape(-1, width, t).sum(1)
 
     ratio = 0.5 * np.log2((group_energy(coefs) + 1e-30) / (group_energy(filled) + 1e-30))
-    return np.where(shape_groups(zero, env_hat), np.clip(np.round(ratio / SHAPE_STEP), -1, 1), 0).astype(np.int64)
+    return np.where(groups, np.clip(np.round(ratio / SHAPE_STEP), -1, 1), 0).astype(np.int64)
 
 
 def apply_fill_shape(coefs: np.ndarray, zero: np.ndarray, cap_coefs: np.ndarray,
-                     symbols: np.ndarray, env_hat: np.ndarray) -> np.ndarray:
-    """The zero-coded coefficients of each fill shape group scaled by 2**(SHAPE_STEP * s),
+                     symbols: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The zero-coded coefficients of each fill shape group (`groups`, shape_groups' mask)
+    scaled by 2**(SHAPE_STEP * s),
     their magnitude then at most a zero token's largest (`cap_coefs`, X's domain); the other
     coefficients unchanged."""
     width, bins = shape_layout(coefs.shape[0])
@@ -261,7 +262,7 @@ def apply_fill_shape(coefs: np.ndarray, zero: np.ndarray, cap_coefs: np.ndarray,
     factor[:bins] = np.repeat(2.0 ** (SHAPE_STEP * symbols), width, axis=0)
     shaped = np.clip(coefs * factor, -cap_coefs, cap_coefs)
     grouped = np.zeros(coefs.shape, bool)
-    grouped[:bins] = np.repeat(shape_groups(zero, env_hat), width, axis=0)
+    grouped[:bins] = np.repeat(groups, width, axis=0)
     return np.where(zero & grouped, shaped, coefs)
 
 

@@ -78,14 +78,14 @@ def test_fill_shape_moves_each_group_toward_the_true_level():
     level = rng.choice([0.1, 0.5, 1.0, 1.5, 3.0, 10.0], (bins // width, 23))  # true RMS / fill RMS per group
     true = filled.copy()
     true[:bins] *= np.repeat(level, width, axis=0)
-    symbols = dsp.fill_shape_symbols(true, filled, zero, env)
     groups = dsp.shape_groups(zero, env)
+    symbols = dsp.fill_shape_symbols(true, filled, zero, groups)
     assert symbols.shape == groups.shape and groups.any() and not groups.all()
     assert not groups[:, :4].any() and not groups[12:16, 4].any() and groups[16:, 4].all()
     np.testing.assert_array_equal(symbols[groups], np.clip(np.round(np.log2(level[groups]) / 1.5), -1, 1))
     assert (symbols[~groups] == 0).all()
     cap_coefs = dsp.expand(np.broadcast_to(cap, q.shape), 0.8) * dsp.band_scale(env, 0.15, 320)
-    shaped = dsp.apply_fill_shape(filled, zero, cap_coefs, symbols, env)
+    shaped = dsp.apply_fill_shape(filled, zero, cap_coefs, symbols, groups)
     moved = shaped != filled
     assert moved.any() and not moved[bins:].any() and not moved[~zero].any()
     assert (np.abs(shaped[zero]) <= np.maximum(cap_coefs[zero], np.abs(filled[zero])) + 1e-15).all()

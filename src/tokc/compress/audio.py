@@ -110,6 +110,11 @@ SHAPE_BITS = 1.0
 FILL_SHAPE_FROM = 1000
 
 
+def writes_fill_shape(level_milli: int) -> bool:
+    """Whether the encoder (post-filter on) sends the fill shape at this level."""
+    return level_milli >= FILL_SHAPE_FROM
+
+
 def shape_size_estimate(groups: np.ndarray) -> int:
     """The estimated bytes of a segment's 'fsh ' payload (`groups`: tokc.dsp.shape_groups'
     mask): its symbol count at SHAPE_BITS each and the end symbol, in 32-bit words, plus one
@@ -335,8 +340,9 @@ class AudioCodec:
         filled = dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
                                            decoder_params("fill", LEARNED_FILL), w.power, w.norm,
                                            np.random.default_rng(0))  # magnitudes: any signs
-        symbols = dsp.fill_shape_symbols(dsp.expand(y[w.bands:], w.power) * scale, filled, q == 0, env_hat)
-        values = np.append(symbols[dsp.shape_groups(q == 0, env_hat)], SHAPE_END)
+        groups = dsp.shape_groups(q == 0, env_hat)
+        symbols = dsp.fill_shape_symbols(dsp.expand(y[w.bands:], w.power) * scale, filled, q == 0, groups)
+        values = np.append(symbols[groups], SHAPE_END)
         enc = entropy.Encoder()
         enc.add(SHAPE_TABLE, values, np.zeros(len(values), np.int64))
         return enc.finish()[0]
@@ -363,7 +369,7 @@ class AudioCodec:
         rate = (("level_milli", level_milli),)
         if postfilter:
             rate += (("lpf", LEARNED_POSTFILTER), ("lnf", LEARNED_FILL))
-            if level_milli >= FILL_SHAPE_FROM:
+            if writes_fill_shape(level_milli):
                 rate += (("fsh", FILL_SHAPE),)
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
@@ -410,7 +416,7 @@ class AudioCodec:
         def packed(level_milli: int, exact: bool = True) -> bytes:
             """The file at a level; not `exact`: its fill shape chunks stand in at their
             estimated size (what the level search probes: shape_payload runs the fill)."""
-            shaped = postfilter and level_milli >= FILL_SHAPE_FROM
+            shaped = postfilter and writes_fill_shape(level_milli)
             key = (level_milli, exact or not shaped)
             if key not in cache:
                 shape = (True if exact else "estimate") if shaped else False
@@ -481,10 +487,13 @@ class AudioCodec:
         env_hat, q, u_hat, cap = self.fill_inputs(c, level_milli)
         gen = np.random.default_rng(seed)
         if learned_fill:
-            symbols = None if shape is None else self.read_shape(shape, dsp.shape_groups(q == 0, env_hat))
+            shaping = None
+            if shape is not None:
+                groups = dsp.shape_groups(q == 0, env_hat)
+                shaping = (self.read_shape(shape, groups), groups)
             return dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
                                              decoder_params("fill", learned_fill), w.power, w.norm, gen,
-                                             symbols)
+                                             shaping)
         return dsp.decode_frames(env_hat, u_hat, q == 0, cap, w.kappa * fill, w.power, w.norm, gen)
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:

@@ -38,7 +38,7 @@ def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fi
     sound = audio.Sound(x[:, None].astype(np.float32), audio.SAMPLE_RATE)
     header = codec.header(sound, level_milli, postfilter=False)
     fill = (("lnf", learned_fill),) if learned_fill else (("nf", audio.NOISE_FILL_MILLI),)
-    shaped = bool(fill_shape) and level_milli >= audio.FILL_SHAPE_FROM  # as the encoder writes it
+    shaped = bool(fill_shape) and audio.writes_fill_shape(level_milli)  # as the encoder writes it
     if shaped:
         fill += (("fsh", fill_shape),)
     header = dataclasses.replace(header, rate=header.rate + fill)
