@@ -50,7 +50,8 @@ def test_an_audio_file_of_every_shipped_version_decodes_as_it_did(path):
     frames = audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate),
                                   codec.weights.hop, audio.Z_STRIDE)
     h = hashlib.sha256()
-    for chunk, (_, n) in zip(chunks, audio.segments(frames)):
+    segs = [c for c in chunks if c.tag == audio.TAG]  # (a file may hold other chunks beside)
+    for chunk, (_, n) in zip(segs, audio.segments(frames), strict=True):
         z, c = codec.latent.read_payload(chunk.payload, (1, n // audio.Z_STRIDE), level, "a segment")
         h.update(z.tobytes() + c.q.tobytes() + c.index.tobytes())
     assert h.hexdigest() == want["tokens_sha256"]
