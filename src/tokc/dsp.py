@@ -266,6 +266,36 @@ def apply_fill_shape(coefs: np.ndarray, zero: np.ndarray, cap_coefs: np.ndarray,
     return np.where(zero & grouped, shaped, coefs)
 
 
+# The fill signs (header `fsg` 1): the true sign of chosen zero-coded coefficients, one raw bit
+# each, given to the (shaped) learned fill's magnitude. The fill's signs are random, while PESQ-WB
+# listens to the waveform below 1 kHz. Chosen where a sign is worth its bit (training clips,
+# equal file size, docs/AUDIO_TRAINING.md): below 1 kHz only, and not in frames far below the
+# segment's loudest (there signs lowered ViSQOL for little PESQ-WB).
+SIGN_RANGE = 5.25  # log2 (31.6 dB, 7 envelope grid steps)
+
+
+def sign_mask(zero: np.ndarray, env_hat: np.ndarray) -> np.ndarray:
+    """(hop, T) zero-token mask and decoded envelope (bands, T) -> the zero-coded coefficients
+    whose true sign the fill signs carry: the lowest hop // 8 (below 1 kHz at hop 320), in bands
+    whose envelope is at least SHAPE_MIN_ENV, in frames whose loudest band is within SIGN_RANGE
+    of the segment's loudest. Exact on every machine: the envelope is a multiple of its grid
+    step (0.75), and so are the thresholds."""
+    hop, t = zero.shape
+    env = np.repeat(env_hat, hop // env_hat.shape[0], axis=0)
+    loudest = env_hat.max(axis=0)
+    mask = zero & (env >= SHAPE_MIN_ENV) & (loudest >= loudest.max() - SIGN_RANGE)[None, :]
+    mask[hop // 8 :] = False
+    return mask
+
+
+def apply_fill_signs(coefs: np.ndarray, mask: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """coefs with the coefficients under `mask` given the signs `negative` (one bool per masked
+    coefficient, in C order), their magnitudes kept."""
+    out = coefs.copy()
+    out[mask] = np.where(negative, -1.0, 1.0) * np.abs(coefs[mask])
+    return out
+
+
 class PitchPostfilter:
     """A decoder-side long-term (pitch) post-filter, streaming: it reinforces the harmonics of
     voiced sound and lowers what lies between them (the noise fill, quantisation noise), the

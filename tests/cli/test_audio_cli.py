@@ -96,10 +96,10 @@ def test_postfilter_is_asked_for_in_the_header(wav, tiny_audio_weights, tmp_path
         r = run("compress", wav, "-q", 60, "-m", tiny_audio_weights, "-o", out, *([flag] if flag else []))
         assert r.exit_code == 0, r.output
         rate = fmt.unpack(out.read_bytes())[0].rate_dict()
-        lpf, lnf, fsh = rate.get("lpf"), rate.get("lnf"), rate.get("fsh")
+        got = tuple(rate.get(k) for k in ("lpf", "lnf", "fsh", "fsg"))
         assert "pf" not in rate and "nf" not in rate  # decoded (earlier files), no longer written
-        assert ((lpf, lnf, fsh) == (audio.LEARNED_POSTFILTER, audio.LEARNED_FILL, audio.FILL_SHAPE) if want
-                else lpf is lnf is fsh is None)
+        assert got == ((audio.LEARNED_POSTFILTER, audio.LEARNED_FILL, audio.FILL_SHAPE, audio.FILL_SIGNS)
+                       if want else (None,) * 4)
         r = run("decompress", out, "-m", tiny_audio_weights, "-o", tmp_path / f"{flag}.wav")
         assert r.exit_code == 0, r.output
     img = tmp_path / "x.png"

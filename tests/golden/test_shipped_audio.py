@@ -43,11 +43,14 @@ def tokens_digest(codec, data: bytes) -> str:
     segs = [n for _, n in audio.segments(frames) for _ in range(header.channels)]
     seg_chunks = [c for c in chunks if c.tag == audio.TAG]
     shapes = iter([c for c in chunks if c.tag == audio.SHAPE_TAG])  # the fill shape's symbols
+    signs = iter([c for c in chunks if c.tag == audio.SIGN_TAG])  # the fill signs
     for chunk, n in zip(seg_chunks, segs, strict=True):
         z, c = codec.latent.read_payload(chunk.payload, (1, n // audio.Z_STRIDE), level, "a segment")
         h.update(z.tobytes() + c.q.tobytes() + c.index.tobytes())
         if header.rate_dict().get("fsh"):
             h.update(codec.read_shape(next(shapes).payload, codec.shape_groups(c)).tobytes())
+        if header.rate_dict().get("fsg"):
+            h.update(codec.read_signs(next(signs).payload, codec.sign_mask(c)).tobytes())
     return h.hexdigest()
 
 
@@ -118,11 +121,16 @@ def long_speech(speech):
     return audio.Sound(np.concatenate([x, x * 0.5]), speech.sample_rate)
 
 
-@pytest.mark.parametrize("kbps", [8, 12, 16])
+@pytest.mark.parametrize("kbps", [7, 8, 12, 16])
 def test_kbps_target_within_5_percent(codec, long_speech, kbps):
+    """7 kbps lies, for this clip, inside the step in file size where the fill shape and signs
+    start (level FILL_SHAPE_FROM): met at a higher level without them."""
     res = codec.compress(long_speech, kbps=kbps)
     got = len(res.data) * 8 / long_speech.seconds / 1000
     assert 0.95 * kbps <= got <= kbps * (1 + 1e-9)
+    rate = fmt.unpack(res.data)[0].rate_dict()
+    if kbps == 7:
+        assert rate["level_milli"] > audio.FILL_SHAPE_FROM and "fsh" not in rate and "fsg" not in rate
 
 
 def test_silence_costs_little(codec, speech):
@@ -153,6 +161,7 @@ def test_learned_postfilter_brings_the_decode_closer(codec, speech):
         assert header.rate_dict()["lnf"] == audio.LEARNED_FILL
         shaped = header.rate_dict()["level_milli"] >= audio.FILL_SHAPE_FROM
         assert header.rate_dict().get("fsh") == (audio.FILL_SHAPE if shaped else None)
+        assert header.rate_dict().get("fsg") == (audio.FILL_SIGNS if shaped else None)
         plain = fmt.pack(dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]}),
                          [c for c in chunks if c.tag == audio.TAG])
         with_pf = codec.decompress(data).samples[:, 0]
@@ -171,11 +180,11 @@ def test_one_hour_file_decodes_streaming_in_bounded_memory(codec, speech, tmp_pa
     n = seconds * 16000
     frames = audio.dsp.frames_for(n, codec.weights.hop, audio.Z_STRIDE)
     # 2 s code 104 frames: a full segment, then one of 4 frames; so do 3600 s (180,004 frames)
-    # (each 'seg ' chunk with its 'fsh ' chunk: q 50 is above FILL_SHAPE_FROM)
-    assert header.rate_dict()["fsh"] == audio.FILL_SHAPE
-    assert [c.tag for c in chunks] == [audio.TAG, audio.SHAPE_TAG] * 2 and chunks[0].payload
+    # (each 'seg ' chunk with its 'fsh ' and 'fsg ' chunks: q 50 is above FILL_SHAPE_FROM)
+    assert header.rate_dict()["fsh"] == audio.FILL_SHAPE and header.rate_dict()["fsg"] == audio.FILL_SIGNS
+    assert [c.tag for c in chunks] == [audio.TAG, audio.SHAPE_TAG, audio.SIGN_TAG] * 2 and chunks[0].payload
     big = fmt.pack(dataclasses.replace(header, num_samples=n),
-                   chunks[:2] * (audio.segment_count(frames) - 1) + chunks[2:])
+                   chunks[:3] * (audio.segment_count(frames) - 1) + chunks[3:])
     src, out = tmp_path / "hour.tokc", tmp_path / "hour.wav"
     src.write_bytes(big)
     run = ("import resource, sys\n"

@@ -12,6 +12,7 @@ from tokc.compress.audio import (
     LEARNED_POSTFILTER,
     SEGMENT,
     SHAPE_TAG,
+    SIGN_TAG,
     TAG,
     AudioCodec,
     AudioWeights,
@@ -85,8 +86,9 @@ def test_truncated_file_fails_after_the_audio_it_holds(tiny_audio_codec, postfil
     data = tiny_audio_codec.compress(tone(0.5), sample_rate=16000, quality=80, postfilter=postfilter).data
     header, chunks = fmt.unpack(data)
     assert ("lpf" in header.rate_dict()) == postfilter and "pf" not in header.rate_dict()
-    first_segment = chunks[:2] if postfilter else chunks[:1]  # 'seg ' (+ 'fsh ': the fill shape)
-    assert [c.tag for c in first_segment] == ([TAG, SHAPE_TAG] if postfilter else [TAG])
+    # 'seg ' (+ 'fsh ' and 'fsg ': the fill shape and signs)
+    first_segment = chunks[:3] if postfilter else chunks[:1]
+    assert [c.tag for c in first_segment] == ([TAG, SHAPE_TAG, SIGN_TAG] if postfilter else [TAG])
     cut = fmt.pack(header, first_segment)[:-4]  # the first segment, then no end marker
     stream = tiny_audio_codec.decompress_stream(io.BytesIO(cut))
     first = next(stream)
@@ -149,18 +151,34 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": 1, "nf": 1000})
     with pytest.raises(fmt.TokcFormatError, match="two noise fills"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
-    for rate, message in (({"fsh": 2}, "fill shape 2, which this version"),
-                          ({"fsh": 1, "lnf": 0}, "fill shape without the learned fill")):
-        bad = dataclasses.replace(header, rate={**header.rate_dict(), **rate})
+    unsigned_rate = {k: v for k, v in header.rate_dict().items() if k != "fsg"}
+    for rate, message in (({**header.rate_dict(), "fsh": 2}, "fill shape 2, which this version"),
+                          ({**header.rate_dict(), "lnf": 0}, "fill shape without the learned fill"),
+                          ({**header.rate_dict(), "fsg": 2}, "fill signs 2, which this version"),
+                          ({k: v for k, v in header.rate_dict().items() if k != "fsh"},
+                           "fill signs without the fill shape")):
+        bad = dataclasses.replace(header, rate=rate)
         with pytest.raises(fmt.TokcFormatError, match=message):
             tiny_audio_codec.decompress(fmt.pack(bad, chunks))
-    segs = [c for c in chunks if c.tag == TAG]  # the file less its fill shape chunks
-    assert len(segs) < len(chunks) and header.rate_dict()["fsh"] == 1
+    segs = [c for c in chunks if c.tag == TAG]  # the file less its fill shape and sign chunks
+    shaped = [c for c in chunks if c.tag != SIGN_TAG]
+    assert len(segs) < len(shaped) < len(chunks) and header.rate_dict()["fsh"] == header.rate_dict()["fsg"] == 1
     with pytest.raises(fmt.CorruptError, match="lacks its 'fsh ' chunk"):
         tiny_audio_codec.decompress(fmt.pack(header, segs))
-    unshaped = dataclasses.replace(header, rate={k: v for k, v in header.rate_dict().items() if k != "fsh"})
-    assert not np.array_equal(tiny_audio_codec.decompress(fmt.pack(unshaped, segs)).samples,
+    with pytest.raises(fmt.CorruptError, match="lacks its 'fsg ' chunk"):
+        tiny_audio_codec.decompress(fmt.pack(header, shaped))
+    signs = next(i for i, c in enumerate(chunks) if c.tag == SIGN_TAG)
+    for payload, message in ((chunks[signs].payload + b"\0", "bytes where"),
+                             (chunks[signs].payload[:-1], "bytes where")):
+        bad_chunks = chunks[:signs] + [fmt.Chunk(SIGN_TAG, payload)] + chunks[signs + 1:]
+        with pytest.raises(fmt.CorruptError, match=message):
+            tiny_audio_codec.decompress(fmt.pack(header, bad_chunks))
+    unsigned = dataclasses.replace(header, rate=unsigned_rate)
+    assert not np.array_equal(tiny_audio_codec.decompress(fmt.pack(unsigned, shaped)).samples,
                               tiny_audio_codec.decompress(data).samples)
+    unshaped = dataclasses.replace(header, rate={k: v for k, v in unsigned_rate.items() if k != "fsh"})
+    assert not np.array_equal(tiny_audio_codec.decompress(fmt.pack(unshaped, segs)).samples,
+                              tiny_audio_codec.decompress(fmt.pack(unsigned, shaped)).samples)
     # without the two parameters a file decodes as before they existed: no post-filter, the
     # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)
     chunks = segs
@@ -289,3 +307,13 @@ def test_numpy_h_a_matches_the_model(tiny_audio_weights):
 def test_sound_is_the_decoded_type():
     s = Sound(np.zeros((16000, 2), np.float32), 16000)
     assert s.channels == 2 and s.seconds == 1.0
+
+
+def test_fill_sign_chunk_must_hold_its_bits_exactly(tiny_audio_codec):
+    mask = np.zeros((4, 3), bool)
+    mask[0, :] = True  # three signs: one byte, five unused bits
+    np.testing.assert_array_equal(tiny_audio_codec.read_signs(bytes([0b10100000]), mask), [True, False, True])
+    for payload, message in ((bytes([0b10100100]), "bits past its signs"), (b"", "0 bytes where 1"),
+                             (bytes(2), "2 bytes where 1")):
+        with pytest.raises(fmt.CorruptError, match=message):
+            tiny_audio_codec.read_signs(payload, mask)

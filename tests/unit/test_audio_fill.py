@@ -94,3 +94,29 @@ def test_fill_shape_moves_each_group_toward_the_true_level():
     down = np.repeat(symbols == -1, width, axis=0) & zero[:bins]
     np.testing.assert_allclose(shaped[:bins][down], np.clip(filled[:bins][down] * 2**-1.5,
                                                             -cap_coefs[:bins][down], cap_coefs[:bins][down]))
+
+
+def test_fill_signs_take_the_true_sign_where_the_mask_says():
+    """The fill signs cover the zero tokens below 1 kHz (40 of 320 coefficients) in bands above
+    SHAPE_MIN_ENV, in frames whose loudest band is within SIGN_RANGE of the segment's loudest;
+    applied, those coefficients get the given signs with their magnitudes kept, and nothing
+    else moves."""
+    env, q, u_hat, cap = segment(3)
+    env = np.round(env / 0.75) * 0.75  # on the envelope's grid, as decoded
+    env[:, 0] = np.log2(dsp.ENV_FLOOR)  # a silent frame
+    env[0, 1] = dsp.SHAPE_MIN_ENV - 0.75  # a quiet lowest band (coefficients 0..19)
+    env[:, 2] = env.max() - dsp.SIGN_RANGE - 0.75  # a frame just too far below the loudest
+    env[:, 3] = env.max() - dsp.SIGN_RANGE  # and one just within
+    zero = q == 0
+    mask = dsp.sign_mask(zero, env)
+    assert mask.shape == q.shape and not mask[40:].any() and not mask[~zero].any()
+    assert not mask[:, 0].any() and not mask[:20, 1].any() and mask[20:40, 1].any()
+    assert not mask[:, 2].any() and mask[:, 3].any()
+    np.testing.assert_array_equal(mask[:40, 4:], zero[:40, 4:])
+    params = random_params(3)
+    filled = dsp.decode_frames_learned(env, q, u_hat, cap, 2.0, params, 0.8, 0.15, np.random.default_rng(0))
+    negative = np.random.default_rng(3).random(int(mask.sum())) < 0.5
+    signed = dsp.apply_fill_signs(filled, mask, negative)
+    np.testing.assert_array_equal(np.abs(signed), np.abs(filled))
+    np.testing.assert_array_equal(signed[~mask], filled[~mask])
+    np.testing.assert_array_equal(signed[mask] < 0, negative)

@@ -91,6 +91,13 @@ LEARNED_POSTFILTER = 2
 #   group. Written by default since 2026-12-07 (third session).
 FILL_SHAPE = 1
 SHAPE_TAG = "fsh "
+# - `fsg` 1: the fill signs (tokc.dsp.sign_mask / apply_fill_signs; with `fsh` only): after each
+#   'fsh ' chunk, an 'fsg ' chunk holds one bit per coefficient of sign_mask (1: negative), in
+#   (coefficient, frame) order, packed most significant bit first, the last byte's unused bits
+#   zero; they give the learned fill's magnitudes the true signs. Written wherever the fill
+#   shape is, by default since 2026-12-07 (fourth session).
+FILL_SIGNS = 1
+SIGN_TAG = "fsg "
 # values -2..2 and the escape, frequencies of 2**16: the symbols' shares on training clips at
 # -b 10 and 16 for -1, 0, 1. After them comes SHAPE_END (16 bits): an ANS stack coder starts
 # from an empty state, in which the symbols coded first (decoded last) cost almost nothing
@@ -129,6 +136,7 @@ class DecoderSettings:
     learned: int = 0  # the learned post-filter's number (0: none)
     learned_fill: int = 0  # the learned fill's number (0: the noise fill)
     fill_shape: int = 0  # the fill shape's number (0: none)
+    fill_signs: int = 0  # the fill signs' number (0: none)
 
 
 def decoder_settings(header: fmt.Header) -> DecoderSettings:
@@ -137,7 +145,7 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     does not have."""
     rate = header.rate_dict()
     pf, nf, lpf, lnf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0), rate.get("lnf", 0)
-    fsh = rate.get("fsh", 0)
+    fsh, fsg = rate.get("fsh", 0), rate.get("fsg", 0)
     if not 0 <= pf <= 1000:
         raise fmt.TokcFormatError("post-filter strength out of range")
     if not 0 <= nf <= 4000:
@@ -155,7 +163,23 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     if fsh not in (0, FILL_SHAPE):
         raise fmt.TokcFormatError(f"the file asks for fill shape {fsh}, which this version of "
                                   "tokc does not have")
-    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf, fsh)
+    if fsg and not fsh:
+        raise fmt.TokcFormatError("the file asks for fill signs without the fill shape")
+    if fsg not in (0, FILL_SIGNS):
+        raise fmt.TokcFormatError(f"the file asks for fill signs {fsg}, which this version of "
+                                  "tokc does not have")
+    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf, fsh, fsg)
+
+
+def side_chunk(reader: Iterator[fmt.Chunk], tag: str, wanted: int, segment: int) -> bytes | None:
+    """The payload of segment `segment`'s next chunk, which must be a `tag` chunk, where the
+    header asks for it (`wanted`); None where it does not."""
+    if not wanted:
+        return None
+    got = next(reader, None)
+    if got is None or got.tag != tag:
+        raise fmt.CorruptError(f"segment {segment} lacks its {tag!r} chunk")
+    return got.payload
 
 
 def decoder_weights_path(kind: str, number: int) -> Path:
@@ -310,10 +334,11 @@ class AudioCodec:
         return np.where(np.isinf(self.rdoq), 1e12, self.rdoq) if RDOQ_WEIGHT > 0 else None
 
     def segment_chunks(self, analysed: list[list[tuple]], level_milli: int,
-                       shape: bool | str = False) -> list[fmt.Chunk]:
+                       shape: bool | str = False, signs: bool = False) -> list[fmt.Chunk]:
         """analysed: per channel, analyse()'s segments -> the 'seg ' chunks in file order,
         each non-empty one followed by its 'fsh ' chunk if `shape` (the fill shape; "estimate":
-        zero bytes of its estimated size, for the rate search)."""
+        zero bytes of its estimated size, for the rate search) and then, if `signs` too, its
+        'fsg ' chunk (the fill signs)."""
         chunks = []
         weight = self.weight_at(level_milli)
         for segs in zip(*analysed):
@@ -328,7 +353,29 @@ class AudioCodec:
                     chunks.append(fmt.Chunk(SHAPE_TAG, bytes(size)))
                 elif shape:
                     chunks.append(fmt.Chunk(SHAPE_TAG, self.shape_payload(y[:, 0], c, level_milli)))
+                if shape and signs:
+                    chunks.append(fmt.Chunk(SIGN_TAG, self.sign_payload(y[:, 0], c)))
         return chunks
+
+    def sign_mask(self, c: Coded) -> np.ndarray:
+        """Tokens of one segment -> the coefficients that get a fill sign (hop, frames)."""
+        return dsp.sign_mask(c.q[self.weights.bands:, 0] == 0, self.envelope(c))
+
+    def sign_payload(self, y: np.ndarray, c: Coded) -> bytes:
+        """The fill signs of a coded segment (y: its latents (m, frames)): a bit per coefficient
+        of sign_mask, 1 where the true coefficient is negative."""
+        return np.packbits(y[self.weights.bands:][self.sign_mask(c)] < 0).tobytes()
+
+    def read_signs(self, payload: bytes, mask: np.ndarray) -> np.ndarray:
+        """An 'fsg ' chunk -> the signs (True: negative) of the coefficients under `mask`."""
+        n = int(mask.sum())
+        if len(payload) != (n + 7) // 8:
+            raise fmt.CorruptError(f"an {SIGN_TAG!r} chunk of {len(payload)} bytes where "
+                                   f"{(n + 7) // 8} belong")
+        bits = np.unpackbits(np.frombuffer(payload, np.uint8))
+        if bits[n:].any():
+            raise fmt.CorruptError(f"an {SIGN_TAG!r} chunk with bits past its signs")
+        return bits[:n].astype(bool)
 
     def shape_payload(self, y: np.ndarray, c: Coded, level_milli: int) -> bytes:
         """The fill shape of a coded segment (y: its latents (m, frames)): the symbols
@@ -347,11 +394,14 @@ class AudioCodec:
         enc.add(SHAPE_TABLE, values, np.zeros(len(values), np.int64))
         return enc.finish()[0]
 
+    def envelope(self, c: Coded) -> np.ndarray:
+        """Tokens of one segment -> its decoded envelope (bands, frames; log2 band RMS)."""
+        w = self.weights
+        return self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
+
     def shape_groups(self, c: Coded) -> np.ndarray:
         """Tokens of one segment -> the groups that get a fill shape symbol (groups, frames)."""
-        w = self.weights
-        env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
-        return dsp.shape_groups(c.q[w.bands:, 0] == 0, env_hat)
+        return dsp.shape_groups(c.q[self.weights.bands:, 0] == 0, self.envelope(c))
 
     def read_shape(self, payload: bytes, groups: np.ndarray) -> np.ndarray:
         """An 'fsh ' chunk -> the fill shape symbols (groups, frames) of a segment whose
@@ -365,12 +415,14 @@ class AudioCodec:
         symbols[groups] = values[:-1]
         return symbols
 
-    def header(self, sound: Sound, level_milli: int, postfilter: bool = True) -> fmt.Header:
+    def header(self, sound: Sound, level_milli: int, postfilter: bool = True,
+               side: bool = True) -> fmt.Header:
+        """The file's header; `side`: the fill shape and signs where the level has them."""
         rate = (("level_milli", level_milli),)
         if postfilter:
             rate += (("lpf", LEARNED_POSTFILTER), ("lnf", LEARNED_FILL))
-            if writes_fill_shape(level_milli):
-                rate += (("fsh", FILL_SHAPE),)
+            if side and writes_fill_shape(level_milli):
+                rate += (("fsh", FILL_SHAPE), ("fsg", FILL_SIGNS))
         return fmt.Header(codec=CODEC_ID, weights_digest=self.weights.digest, modality="audio",
                           channels=sound.channels, sample_rate=sound.sample_rate,
                           num_samples=sound.samples.shape[0], rate=rate)
@@ -413,20 +465,22 @@ class AudioCodec:
 
         cache: dict[tuple[int, bool], bytes] = {}
 
-        def packed(level_milli: int, exact: bool = True) -> bytes:
-            """The file at a level; not `exact`: its fill shape chunks stand in at their
-            estimated size (what the level search probes: shape_payload runs the fill)."""
-            shaped = postfilter and writes_fill_shape(level_milli)
-            key = (level_milli, exact or not shaped)
+        def packed(level_milli: int, exact: bool = True, side: bool = True) -> bytes:
+            """The file at a level (`side`: with the fill shape and signs where the level has
+            them); not `exact`: its fill shape chunks stand in at their estimated size (what
+            the level search probes: shape_payload runs the fill)."""
+            shaped = side and postfilter and writes_fill_shape(level_milli)
+            key = (level_milli, exact or not shaped, shaped)
             if key not in cache:
                 shape = (True if exact else "estimate") if shaped else False
-                cache[key] = fmt.pack(self.header(sound, level_milli, postfilter),
-                                      self.segment_chunks(analysed, level_milli, shape=shape))
+                cache[key] = fmt.pack(self.header(sound, level_milli, postfilter, side),
+                                      self.segment_chunks(analysed, level_milli, shape=shape,
+                                                          signs=shaped))
             return cache[key]
 
-        def choose(exact: bool, guess: int | None) -> int:
+        def choose(exact: bool, guess: int | None, side: bool = True) -> int:
             return ratecontrol.choose_level(
-                self.weights.levels, lambda lv: len(packed(lv, exact)), None,
+                self.weights.levels, lambda lv: len(packed(lv, exact, side)), None,
                 75 if quality is None else quality, size, None, q0=LEVEL_Q0, size_guess=guess)
 
         try:
@@ -439,7 +493,14 @@ class AudioCodec:
             lowest = len(packed(LEVEL_MIN)) * 8 / max(sound.seconds, 1e-9) / 1000
             raise CodecError(f"{kbps:g} kbps is below this codec's lowest rate for this audio "
                              f"({lowest:.2f} kbps)") from None
-        data = packed(level_milli)
+        side = True
+        if size is not None and postfilter and not writes_fill_shape(level_milli):
+            # the fill shape and signs (about 2 kbps) start at FILL_SHAPE_FROM: a step in the
+            # file size. A size inside the step is met at a higher level without them.
+            plain = choose(True, level_milli, side=False)
+            if plain > level_milli:
+                level_milli, side = plain, False
+        data = packed(level_milli, side=side)
         quality = ratecontrol.level_to_quality(level_milli, self.weights.levels, LEVEL_Q0)
         return EncodeResult(data, CODEC_ID, "audio", sample_rate=sound.sample_rate,
                             num_samples=sound.samples.shape[0],
@@ -473,16 +534,17 @@ class AudioCodec:
         frames; log2 band RMS), the coefficients' tokens and dequantized values (hop, frames)
         and a zero token's largest magnitude (hop, 1), the last two in u's domain."""
         w = self.weights
-        env_hat = self.latent.grid_values(c, slice(0, w.bands))[:, 0] * w.env_step
+        env_hat = self.envelope(c)
         u_hat = self.latent.latents(c, level_milli)[w.bands:, 0]
         cap = 0.5 * np.exp(w.log_igain_at(level_milli)[w.bands:])[:, None]
         return env_hat, c.q[w.bands:, 0], u_hat, cap
 
     def synthesise(self, c: Coded, level_milli: int, seed: list[int], fill: float = 1.0,
-                   learned_fill: int = 0, shape: bytes | None = None) -> np.ndarray:
+                   learned_fill: int = 0, shape: bytes | None = None,
+                   signs: bytes | None = None) -> np.ndarray:
         """Tokens of one segment -> its MDCT coefficients (hop, frames), noise-filled at `fill`
         times the weights' kappa, or by learned fill number `learned_fill`, shaped by the
-        segment's 'fsh ' chunk `shape` if given."""
+        segment's 'fsh ' chunk `shape` if given, and signed by its 'fsg ' chunk `signs`."""
         w = self.weights
         env_hat, q, u_hat, cap = self.fill_inputs(c, level_milli)
         gen = np.random.default_rng(seed)
@@ -491,9 +553,13 @@ class AudioCodec:
             if shape is not None:
                 groups = dsp.shape_groups(q == 0, env_hat)
                 shaping = (self.read_shape(shape, groups), groups)
-            return dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
-                                             decoder_params("fill", learned_fill), w.power, w.norm, gen,
-                                             shaping)
+            coefs = dsp.decode_frames_learned(env_hat, q, u_hat, cap, level_milli / 1000,
+                                              decoder_params("fill", learned_fill), w.power, w.norm, gen,
+                                              shaping)
+            if signs is not None:
+                mask = dsp.sign_mask(q == 0, env_hat)
+                coefs = dsp.apply_fill_signs(coefs, mask, self.read_signs(signs, mask))
+            return coefs
         return dsp.decode_frames(env_hat, u_hat, q == 0, cap, w.kappa * fill, w.power, w.norm, gen)
 
     def decompress_stream(self, source: bytes | BinaryIO | fmt.Reader) -> Iterator[np.ndarray]:
@@ -538,14 +604,10 @@ class AudioCodec:
                 if chunk.tag != TAG:
                     raise fmt.CorruptError(f"unexpected chunk {chunk.tag!r} where segment {k} belongs")
                 if chunk.payload:
-                    shape = None
-                    if settings.fill_shape:
-                        shape_chunk = next(reader, None)
-                        if shape_chunk is None or shape_chunk.tag != SHAPE_TAG:
-                            raise fmt.CorruptError(f"segment {k} lacks its {SHAPE_TAG!r} chunk")
-                        shape = shape_chunk.payload
+                    shape = side_chunk(reader, SHAPE_TAG, settings.fill_shape, k)
+                    signs = side_chunk(reader, SIGN_TAG, settings.fill_signs, k)
                     coefs = self.synthesise(self.read_segment(chunk.payload, n, level_milli), level_milli,
-                                            [k, ch], fill, settings.learned_fill, shape)
+                                            [k, ch], fill, settings.learned_fill, shape, signs)
                 else:  # digital silence
                     coefs = np.zeros((hop, n))
                 coded.append(dsp.imdct(coefs, hop))

@@ -6,7 +6,8 @@ Data: every clip of the train split of ../shared/data/audio/speech (the validati
 never read), each coded by the shipped codec at --per-clip rate levels drawn uniformly from
 --levels and decoded without a post-filter at the default noise fill (header `nf`), or with
 the learned fill N (`--learned-fill N`, header `lnf`; with `--fill-shape N`, header `fsh`,
-also its shape), as the codec decodes before the post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
+also its shape, and with `--fill-signs N`, header `fsg`, its signs), as the codec decodes before
+the post-filter runs; pairs cached in OUT/pairs.npz. Loss against the original:
 multi-resolution STFT log-magnitude L1 + spectral convergence (256/512/1024-point) + 0.5 ×
 the normalised waveform MSE. Batch 16 × 1 s crops, Adam; checkpoints resume (OUT/ckpt.pt),
 JSON-lines log with the loss of the unfiltered decode beside it.
@@ -31,24 +32,28 @@ CROP_FRAMES = 101  # 1 s of output per crop
 
 
 def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fill: int = 0,
-            fill_shape: int = 0) -> np.ndarray:
+            fill_shape: int = 0, fill_signs: int = 0) -> np.ndarray:
     """x coded at a level and decoded as the codec does before its post-filter: with the
-    learned fill of that number (and the fill shape `fill_shape` where the encoder writes it),
-    or (0) the noise fill at header `nf`."""
+    learned fill of that number (and the fill shape `fill_shape` and signs `fill_signs` where
+    the encoder writes them), or (0) the noise fill at header `nf`."""
     sound = audio.Sound(x[:, None].astype(np.float32), audio.SAMPLE_RATE)
     header = codec.header(sound, level_milli, postfilter=False)
     fill = (("lnf", learned_fill),) if learned_fill else (("nf", audio.NOISE_FILL_MILLI),)
     shaped = bool(fill_shape) and audio.writes_fill_shape(level_milli)  # as the encoder writes it
+    signed = shaped and bool(fill_signs)
     if shaped:
         fill += (("fsh", fill_shape),)
+    if signed:
+        fill += (("fsg", fill_signs),)
     header = dataclasses.replace(header, rate=header.rate + fill)
-    chunks = codec.segment_chunks([codec.analyse(codec.latents(x))], level_milli, shape=shaped)
+    chunks = codec.segment_chunks([codec.analyse(codec.latents(x))], level_milli, shape=shaped,
+                                  signs=signed)
     data = fmt.pack(header, chunks)
     return codec.decompress(data).samples[:, 0].astype(np.float64)
 
 
 def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int,
-               learned_fill: int = 0, fill_shape: int = 0) -> list:
+               learned_fill: int = 0, fill_shape: int = 0, fill_signs: int = 0) -> list:
     codec = audio.open_codec()
     gen = np.random.default_rng(seed)
     train_files, _ = speech_split(data)
@@ -57,7 +62,7 @@ def make_pairs(data: Path, per_clip: int, levels: tuple[float, float], seed: int
         x = read_mono16k(path).astype(np.float64)
         for _ in range(per_clip):
             level = int(gen.uniform(*levels) * 1000)
-            pairs.append((x, decoded(codec, x, level, learned_fill, fill_shape), level / 1000))
+            pairs.append((x, decoded(codec, x, level, learned_fill, fill_shape, fill_signs), level / 1000))
         if i % 50 == 0:
             print(f"pairs: {i}/{len(train_files)} clips", flush=True)
     return pairs
@@ -144,6 +149,8 @@ def main(argv=None) -> None:
                     help="train on decodes with learned fill N (header lnf) instead of the noise fill")
     ap.add_argument("--fill-shape", type=int, default=0, metavar="N",
                     help="with --learned-fill: decodes with fill shape N (header fsh) too")
+    ap.add_argument("--fill-signs", type=int, default=0, metavar="N",
+                    help="with --fill-shape: decodes with fill signs N (header fsg) too")
     ap.add_argument("--pack", type=Path, metavar="FILE", help="write the weights and exit")
     args = ap.parse_args(argv)
 
@@ -162,7 +169,7 @@ def main(argv=None) -> None:
         pairs = load_pairs(cache)
     else:
         pairs = make_pairs(args.data, args.per_clip, tuple(args.levels), args.seed, args.learned_fill,
-                           args.fill_shape)
+                           args.fill_shape, args.fill_signs)
         save_pairs(cache, pairs)
     batches = Batches(pairs, np.random.default_rng(args.seed + step))
 
