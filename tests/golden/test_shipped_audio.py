@@ -37,6 +37,7 @@ def tokens_digest(codec, data: bytes) -> str:
     """sha256 of every segment's z, tokens and table indices, in file order."""
     header, chunks = fmt.unpack(data)
     level = codec.check_header(header)
+    codec = codec.with_low_band_boost(header.rate_dict().get("lbg", 0))  # the gains of its tokens
     frames = audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate),
                                   codec.weights.hop, audio.Z_STRIDE)
     h = hashlib.sha256()
@@ -95,9 +96,10 @@ def test_integer_networks_same_in_onnxruntime_as_in_numpy(codec, speech):
     pytest.importorskip("onnxruntime")
     from tokc.compress import intnet
 
-    w = codec.weights
     data = codec.compress(speech, quality=30).data
     header, chunks = fmt.unpack(data)
+    codec = codec.with_low_band_boost(header.rate_dict()["lbg"])
+    w = codec.weights
     payload = chunks[0].payload
     size = int.from_bytes(payload[:4], "little")
     n = min(audio.SEGMENT, audio.dsp.frames_for(audio.coded_samples(header.num_samples, header.sample_rate), w.hop, audio.Z_STRIDE))
@@ -162,7 +164,8 @@ def test_learned_postfilter_brings_the_decode_closer(codec, speech):
         shaped = header.rate_dict()["level_milli"] >= audio.FILL_SHAPE_FROM
         assert header.rate_dict().get("fsh") == (audio.FILL_SHAPE if shaped else None)
         assert header.rate_dict().get("fsg") == (audio.FILL_SIGNS if shaped else None)
-        plain = fmt.pack(dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]}),
+        coded = {k: header.rate_dict()[k] for k in ("level_milli", "lbg")}
+        plain = fmt.pack(dataclasses.replace(header, rate=coded),
                          [c for c in chunks if c.tag == audio.TAG])
         with_pf = codec.decompress(data).samples[:, 0]
         without = codec.decompress(plain).samples[:, 0]

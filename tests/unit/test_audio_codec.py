@@ -10,6 +10,7 @@ import pytest
 from tokc import format as fmt
 from tokc.compress.audio import (
     LEARNED_POSTFILTER,
+    LOW_BAND_BOOST,
     SEGMENT,
     SHAPE_TAG,
     SIGN_TAG,
@@ -131,6 +132,9 @@ def test_pitch_postfilter_streams_and_reinforces_harmonics():
 def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     data = tiny_audio_codec.compress(tone(0.5), sample_rate=16000, quality=80).data
     header, chunks = fmt.unpack(data)
+    # what the tokens need: the level and the low band's gain (lbg)
+    coded = {k: header.rate_dict()[k] for k in ("level_milli", "lbg")}
+    assert coded["lbg"] == LOW_BAND_BOOST
     bad = dataclasses.replace(header, rate={**header.rate_dict(), "pf": 1001})
     with pytest.raises(fmt.TokcFormatError, match="post-filter"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
@@ -145,14 +149,16 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     with pytest.raises(fmt.TokcFormatError, match="two post-filters"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
     for lnf, message in ((99, "learned fill 99, which this version"), (-1, "fill -1")):
-        bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": lnf})
+        bad = dataclasses.replace(header, rate={**coded, "lnf": lnf})
         with pytest.raises(fmt.TokcFormatError, match=message):
             tiny_audio_codec.decompress(fmt.pack(bad, chunks))
-    bad = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"], "lnf": 1, "nf": 1000})
+    bad = dataclasses.replace(header, rate={**coded, "lnf": 1, "nf": 1000})
     with pytest.raises(fmt.TokcFormatError, match="two noise fills"):
         tiny_audio_codec.decompress(fmt.pack(bad, chunks))
     unsigned_rate = {k: v for k, v in header.rate_dict().items() if k != "fsg"}
-    for rate, message in (({**header.rate_dict(), "fsh": 2}, "fill shape 2, which this version"),
+    for rate, message in (({**header.rate_dict(), "lbg": -1}, "low band gain out of range"),
+                          ({**header.rate_dict(), "lbg": 8193}, "low band gain out of range"),
+                          ({**header.rate_dict(), "fsh": 2}, "fill shape 2, which this version"),
                           ({**header.rate_dict(), "lnf": 0}, "fill shape without the learned fill"),
                           ({**header.rate_dict(), "fsg": 2}, "fill signs 2, which this version"),
                           ({k: v for k, v in header.rate_dict().items() if k != "fsh"},
@@ -182,7 +188,7 @@ def test_out_of_range_postfilter_is_a_format_error(tiny_audio_codec):
     # without the two parameters a file decodes as before they existed: no post-filter, the
     # weights' fill; nf scales only the noise (a file with nf 0 has no noise fill at all)
     chunks = segs
-    plain = dataclasses.replace(header, rate={"level_milli": header.rate_dict()["level_milli"]})
+    plain = dataclasses.replace(header, rate={**coded})
     no_fill = dataclasses.replace(plain, rate={**plain.rate_dict(), "nf": 0})
     a = tiny_audio_codec.decompress(fmt.pack(plain, chunks)).samples
     b = tiny_audio_codec.decompress(fmt.pack(no_fill, chunks)).samples

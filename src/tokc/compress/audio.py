@@ -31,6 +31,7 @@ integers on every machine.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -98,6 +99,15 @@ SHAPE_TAG = "fsh "
 #   shape is, by default since 2026-12-07 (fourth session).
 FILL_SIGNS = 1
 SIGN_TAG = "fsg "
+# - `lbg`: a finer quantizer on the coefficients below 2 kHz (the lowest hop // 4): this
+#   fixed-point number (units of 2**-frac_bits, natural log) is added to their trained log gains
+#   at every level, so their step on X is exp(-lbg / 2**frac / 0.8) of the trained one, and
+#   the entropy model's scales follow (tokc.compress.weights.LatentWeights.with_gain_boost).
+#   Absent: 0. Written by default since 2026-12-07 (fourth session) at LOW_BAND_BOOST,
+#   0.8 ln(1 / 0.7) 2**12: a step 0.7 times the trained one (training clips at equal file size,
+#   docs/AUDIO_TRAINING.md). LOW_BAND_BOOST_MAX bounds what a file may ask for.
+LOW_BAND_BOOST = 1169
+LOW_BAND_BOOST_MAX = 8192
 # values -2..2 and the escape, frequencies of 2**16: the symbols' shares on training clips at
 # -b 10 and 16 for -1, 0, 1. After them comes SHAPE_END (16 bits): an ANS stack coder starts
 # from an empty state, in which the symbols coded first (decoded last) cost almost nothing
@@ -137,6 +147,7 @@ class DecoderSettings:
     learned_fill: int = 0  # the learned fill's number (0: the noise fill)
     fill_shape: int = 0  # the fill shape's number (0: none)
     fill_signs: int = 0  # the fill signs' number (0: none)
+    low_band_boost: int = 0  # header `lbg`
 
 
 def decoder_settings(header: fmt.Header) -> DecoderSettings:
@@ -145,7 +156,9 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     does not have."""
     rate = header.rate_dict()
     pf, nf, lpf, lnf = rate.get("pf", 0), rate.get("nf", 1000), rate.get("lpf", 0), rate.get("lnf", 0)
-    fsh, fsg = rate.get("fsh", 0), rate.get("fsg", 0)
+    fsh, fsg, lbg = rate.get("fsh", 0), rate.get("fsg", 0), rate.get("lbg", 0)
+    if not 0 <= lbg <= LOW_BAND_BOOST_MAX:
+        raise fmt.TokcFormatError("low band gain out of range")
     if not 0 <= pf <= 1000:
         raise fmt.TokcFormatError("post-filter strength out of range")
     if not 0 <= nf <= 4000:
@@ -168,7 +181,7 @@ def decoder_settings(header: fmt.Header) -> DecoderSettings:
     if fsg not in (0, FILL_SIGNS):
         raise fmt.TokcFormatError(f"the file asks for fill signs {fsg}, which this version of "
                                   "tokc does not have")
-    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf, fsh, fsg)
+    return DecoderSettings(pf / 1000, nf / 1000, lpf, lnf, fsh, fsg, lbg)
 
 
 def side_chunk(reader: Iterator[fmt.Chunk], tag: str, wanted: int, segment: int) -> bytes | None:
@@ -294,6 +307,7 @@ def kbps_guess(kbps: float) -> int:
 class AudioCodec:
     codec_id = CODEC_ID
     modality = "audio"
+    low_band_boost = 0  # header `lbg` of the files this codec object writes and reads
 
     def __init__(self, weights: AudioWeights | None = None, backend: str = "auto"):
         """backend: accepted for the registry's contract; the audio codec runs numpy only."""
@@ -304,6 +318,20 @@ class AudioCodec:
         self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
         self.grid = np.arange(w.bands + w.hop) < w.bands  # the envelope: exact grid tokens
         self._versions = {}  # digest -> the codec of an archived version (versions.for_digest)
+
+    def with_low_band_boost(self, boost: int) -> AudioCodec:
+        """This codec with the low band's gains raised by `boost` (header `lbg`): a view that
+        shares the weights."""
+        if boost == self.low_band_boost:
+            return self
+        view = copy.copy(self)
+        w = self.weights
+        gains = np.zeros(w.bands + w.hop, np.int64)
+        gains[w.bands : w.bands + w.hop // 4] = boost
+        view.weights = w.with_gain_boost(gains if boost else None)
+        view.latent = LatentCoder(view.weights, checkerboard)
+        view.low_band_boost = boost
+        return view
 
     def for_digest(self, digest: bytes) -> AudioCodec:
         """The codec of the weights a file names: these, or an earlier version archived in
@@ -419,6 +447,8 @@ class AudioCodec:
                side: bool = True) -> fmt.Header:
         """The file's header; `side`: the fill shape and signs where the level has them."""
         rate = (("level_milli", level_milli),)
+        if self.low_band_boost:
+            rate += (("lbg", self.low_band_boost),)
         if postfilter:
             rate += (("lpf", LEARNED_POSTFILTER), ("lnf", LEARNED_FILL))
             if side and writes_fill_shape(level_milli):
@@ -448,6 +478,9 @@ class AudioCodec:
         most that average bitrate) or size (bytes). postfilter: ask the decoder for the learned
         post-filter and the learned fill it was trained with (LEARNED_POSTFILTER,
         LEARNED_FILL); on by default (off: the noise fill alone)."""
+        if self.low_band_boost != LOW_BAND_BOOST:
+            return self.with_low_band_boost(LOW_BAND_BOOST).compress(
+                audio, quality, kbps, size, sample_rate, postfilter)
         versions.check_encodes(self.weights)
         sound = as_sound(audio, sample_rate)
         if not 1 <= sound.channels <= MAX_CHANNELS:
@@ -574,6 +607,10 @@ class AudioCodec:
             yield from codec.decompress_stream(reader)
             return
         level_milli = self.check_header(header)
+        settings = decoder_settings(header)
+        if settings.low_band_boost != self.low_band_boost:
+            yield from self.with_low_band_boost(settings.low_band_boost).decompress_stream(reader)
+            return
         hop = self.weights.hop
         n16 = coded_samples(header.num_samples, header.sample_rate)
         frames = dsp.frames_for(n16, hop, Z_STRIDE)
@@ -583,7 +620,6 @@ class AudioCodec:
 
             resampler = soxr.ResampleStream(SAMPLE_RATE, header.sample_rate, header.channels,
                                             dtype="float64", quality="HQ")
-        settings = decoder_settings(header)
         fill = settings.fill
         if settings.learned:
             params = decoder_params("post-filter", settings.learned)

@@ -6,6 +6,7 @@ rank, so an audio codec's file reads here too.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,9 @@ class LatentWeights:
     it is (the export sidecars are named by it)."""
 
     codec_id = ""
+    # (M,) fixed-point log gains added at every level to the trained ones (a finer quantizer
+    # on chosen channels; the entropy model's scales follow), or None: with_gain_boost
+    gain_boost: np.ndarray | None = None
 
     def __init__(self, path: Path, threads: int = 0):
         """threads: of the codec's ONNX Runtime sessions, the integer networks' and the
@@ -104,7 +108,15 @@ class LatentWeights:
         lo = min(max(level_milli // 1000, 0), self.levels - 2)
         t = level_milli - 1000 * lo
         a, b = self.log_gain_q[lo], self.log_gain_q[lo + 1]
-        return a + ((b - a) * t) // 1000
+        g = a + ((b - a) * t) // 1000
+        return g if self.gain_boost is None else g + self.gain_boost
+
+    def with_gain_boost(self, boost: np.ndarray | None):
+        """These weights (shared, not copied) with `boost` added to the fixed-point log gains
+        of every level (and taken from the inverse gains): a view for one file's setting."""
+        view = copy.copy(self)
+        view.gain_boost = None if boost is None else np.asarray(boost, np.int64)
+        return view
 
     def lambda_at(self, level_milli: int) -> float:
         """The rate-distortion trade-off the model was trained for at a level (loss = bpp +
@@ -115,4 +127,5 @@ class LatentWeights:
     def log_igain_at(self, level_milli: int) -> np.ndarray:
         lo = min(max(level_milli // 1000, 0), self.levels - 2)
         t = (level_milli - 1000 * lo) / 1000
-        return self.log_igain[lo] * (1 - t) + self.log_igain[lo + 1] * t
+        g = self.log_igain[lo] * (1 - t) + self.log_igain[lo + 1] * t
+        return g if self.gain_boost is None else g - self.gain_boost / 2.0**self.frac

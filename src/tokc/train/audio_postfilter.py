@@ -36,6 +36,7 @@ def decoded(codec: audio.AudioCodec, x: np.ndarray, level_milli: int, learned_fi
     """x coded at a level and decoded as the codec does before its post-filter: with the
     learned fill of that number (and the fill shape `fill_shape` and signs `fill_signs` where
     the encoder writes them), or (0) the noise fill at header `nf`."""
+    codec = codec.with_low_band_boost(audio.LOW_BAND_BOOST)  # the tokens the encoder writes
     sound = audio.Sound(x[:, None].astype(np.float32), audio.SAMPLE_RATE)
     header = codec.header(sound, level_milli, postfilter=False)
     fill = (("lnf", learned_fill),) if learned_fill else (("nf", audio.NOISE_FILL_MILLI),)
