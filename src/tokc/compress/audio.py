@@ -120,11 +120,13 @@ SHAPE_END = 2
 # bits per symbol in shape_size_estimate: above the table's mean code length (0.93 on training
 # clips, the estimate then 0.4 % short), so that the file the search picks nearly always fits
 SHAPE_BITS = 1.0
-# The encoder writes the fill shape from this rate level up (about 8 kbps on speech): below,
-# its ~1.5 kbps is too large a share of the file (measured on training clips at equal rate,
-# post-filter on: 8 kbps PESQ-WB 3.42 -> 3.35, ViSQOL 2.91 -> 3.37; 12 kbps 3.77 -> 3.77,
-# 3.00 -> 3.46; 16 kbps 4.03 -> 4.02, 3.20 -> 3.47).
-FILL_SHAPE_FROM = 1000
+# The encoder writes the fill shape (and signs) from this rate level up; where a -b / --size
+# target falls inside the step in file size they make, it codes a higher level without them
+# (compress). 1000 (about 8 kbps) from the third session of 2026-12-07, 0 since the fourth: with
+# the signs and the low band gain, 24 training clips at equal file size, PESQ-WB / ViSQOL at 8
+# kbps 3.524 / 3.386 -> 3.506 / 3.546, 10 kbps 3.762 / 3.611 -> 3.760 / 3.633, 12 kbps 3.927 /
+# 3.685 -> 3.936 / 3.760 (at 12 kbps a quarter of the clips had fallen inside the step).
+FILL_SHAPE_FROM = 0
 
 
 def writes_fill_shape(level_milli: int) -> bool:
