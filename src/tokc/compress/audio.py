@@ -320,20 +320,23 @@ class AudioCodec:
         self.rdoq = np.concatenate([np.full(w.bands, np.inf), np.full(w.hop, RDOQ_WEIGHT)])
         self.grid = np.arange(w.bands + w.hop) < w.bands  # the envelope: exact grid tokens
         self._versions = {}  # digest -> the codec of an archived version (versions.for_digest)
+        # low band gain -> this codec's view with it (with_low_band_boost), shared by the views, so
+        # that each is made once and keeps what it caches (h_a, the integer networks' sessions)
+        self._boosted = {0: self}
 
     def with_low_band_boost(self, boost: int) -> AudioCodec:
         """This codec with the low band's gains raised by `boost` (header `lbg`): a view that
         shares the weights."""
-        if boost == self.low_band_boost:
-            return self
-        view = copy.copy(self)
-        w = self.weights
-        gains = np.zeros(w.bands + w.hop, np.int64)
-        gains[w.bands : w.bands + w.hop // 4] = boost
-        view.weights = w.with_gain_boost(gains if boost else None)
-        view.latent = LatentCoder(view.weights, checkerboard)
-        view.low_band_boost = boost
-        return view
+        if boost not in self._boosted:
+            view = copy.copy(self._boosted[0])
+            w = view.weights
+            gains = np.zeros(w.bands + w.hop, np.int64)
+            gains[w.bands : w.bands + w.hop // 4] = boost
+            view.weights = w.with_gain_boost(gains)
+            view.latent = LatentCoder(view.weights, checkerboard)
+            view.low_band_boost = boost
+            self._boosted[boost] = view
+        return self._boosted[boost]
 
     def for_digest(self, digest: bytes) -> AudioCodec:
         """The codec of the weights a file names: these, or an earlier version archived in
