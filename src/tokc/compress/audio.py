@@ -538,12 +538,6 @@ class AudioCodec:
             plain = choose(True, level_milli, side=False)
             if plain > level_milli:
                 level_milli, side = plain, False
-                # the side information shrinks as the level rises (fewer zero tokens), so the
-                # file size need not rise with the level: it may fit again higher up
-                if len(packed(plain)) <= size:
-                    higher = choose(True, plain)
-                    if higher >= plain:
-                        level_milli, side = higher, True
         data = packed(level_milli, side=side)
         quality = ratecontrol.level_to_quality(level_milli, self.weights.levels, LEVEL_Q0)
         return EncodeResult(data, CODEC_ID, "audio", sample_rate=sound.sample_rate,
