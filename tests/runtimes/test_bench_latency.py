@@ -41,12 +41,19 @@ def test_latency_report(png, tmp_path, photo):
         assert row["decode_min_ms"] <= row["decode_ms"]
         assert row["decode_mps"] == pytest.approx(w * h / 1e6 / (row["decode_ms"] / 1000), rel=0.02)
         assert row["nbytes"] > 0 and row["psnr"] > 20 and row["max_pixel_diff"] <= 2
+        # the decode split: the exact part (ANS, h_s, contexts), the synthesis, the rest
+        split = row["decode_split_ms"]
+        assert list(split) == ["ans", "h_s", "contexts", "synthesis", "rest"]
+        assert min(split["ans"], split["h_s"], split["contexts"], split["synthesis"]) > 0
+        assert split["synthesis"] == row["synthesis_ms"]
+        assert sum(split.values()) == pytest.approx(row["decode_ms"], abs=0.05)
     torch_row, onnx_row = res["rows"]
     assert torch_row["nbytes"] == onnx_row["nbytes"]  # the same tokens on both backends
     assert torch_row["decode_x_torch"] == 1.0 and torch_row["max_pixel_diff"] == 0
     assert onnx_row["decode_x_torch"] == pytest.approx(torch_row["decode_ms"] / onnx_row["decode_ms"], rel=0.02)
     md = (out / "t.md").read_text()
     assert "| variant | encode ms | decode ms |" in md and "| onnx-fp32 |" in md
+    assert "| variant | decode ms | ans | h_s | contexts | synthesis | rest |" in md
     assert "a test run" in md and "onnx-int8:" in md
     assert "| onnx-fp32 |" in r.stdout  # the table is printed too
     # whole commands, as a user waits for them, and a decode's steps in a fresh interpreter

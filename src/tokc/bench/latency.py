@@ -57,6 +57,9 @@ class Row:
     decode_x_compressai: float | None = None
     synthesis_ms: float | None = None  # the float synthesis alone, inside decode
     synthesis_x_torch: float | None = None
+    # medians of the exact part of decode (tokc): ans, h_s, contexts; and rest = decode - those
+    # - synthesis (unpacking, scale tables, latents, tiling, rounding to pixels)
+    decode_split_ms: dict | None = None
     encode_times_ms: list = field(default_factory=list)
     decode_times_ms: list = field(default_factory=list)
 
@@ -170,8 +173,11 @@ class TokcVariant:
             raise Skip(str(e)) from None
         self.name, self.backend, self.precision, self.device = name, backend, precision, device
         self.codec = ImageCodec(weights, transforms=_Timed(transforms))
+        self.clock = _Clock()
+        self.codec.latent = self.clock.latent_coder(self.codec.latent)
         self.data = None
         self.synthesis_s = 0.0  # of the last decode
+        self.split_s = {}  # of the last decode: ANS, h_s, contexts (see _Clock)
 
     def encode(self, rgb, quality):
         self.data = self.codec.compress(rgb, quality=quality).data
@@ -179,9 +185,55 @@ class TokcVariant:
 
     def decode(self, data=None):
         self.codec.transforms.seconds = 0.0
+        self.clock.seconds.clear()
         out = self.codec.decompress(self.data if data is None else data)
         self.synthesis_s = self.codec.transforms.seconds
+        self.split_s = dict(self.clock.seconds)
         return out
+
+
+class _Clock:
+    """Seconds spent in each part of the exact (integer) decode, added up: `ans` (the ANS
+    decoder: constriction and its bookkeeping), `h_s` (the hyper-synthesis) and `contexts`
+    (the channel and checkerboard context networks). The codec's latent coder is rebuilt on
+    timed stand-ins of its networks and ANS decoder; the tokens are the same."""
+
+    PARTS = ("ans", "h_s", "contexts")
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, key: str, f):
+        def run(*args):
+            t = time.perf_counter()
+            try:
+                return f(*args)
+            finally:
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t
+        return run
+
+    def latent_coder(self, coder):
+        from tokc.compress.latent import LatentCoder
+
+        clock = self
+
+        class Networks:  # the weights, with timed networks
+            def __init__(self, inner):
+                self._inner = inner
+                self.hs = clock.timed("h_s", inner.hs)
+                self.ctx = [clock.timed("contexts", n) for n in inner.ctx]
+                self.spatial = [clock.timed("contexts", n) for n in inner.spatial]
+
+            def __getattr__(self, name):
+                return getattr(self._inner, name)
+
+        class Decoder(coder.decoder_type):
+            def decode(self, tables, table):
+                return clock.timed("ans", super().decode)(tables, table)
+
+        timed = LatentCoder(Networks(coder.weights), coder.order)
+        timed.decoder_type = Decoder
+        return timed
 
 
 class _Timed:
@@ -297,6 +349,7 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
             skipped[name] = str(e)
             log(f"skip {name}: {e}")
     times = {name: ([], [], []) for name in loaded}
+    splits = {name: [] for name in loaded}
     for r in range(-warmup, repeats):
         for name, v in loaded.items():
             _sync(device)
@@ -314,6 +367,7 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
                 times[name][0].append(t1 - t0)
                 times[name][1].append(t2 - t1b)
                 times[name][2].append(getattr(v, "synthesis_s", None))
+                splits[name].append(getattr(v, "split_s", None))
         log(f"round {r + 1 if r >= 0 else 'warm-up'}/{repeats} done")
     tokc_names = [n for n in loaded if n != "compressai"]
     reference = next((n for n in ("torch", "onnx-fp32") if n in loaded), tokc_names[0] if tokc_names else None)
@@ -330,6 +384,11 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
             quality_psnr = round(float(psnr(rgb, own)), 3)
             diff = int(np.abs(loaded[reference].decode(v.data).astype(int) - own).max())
         dec_ms = _median_ms(dec)
+        split = None
+        if name != "compressai":
+            split = {k: round(_median_ms([s.get(k, 0.0) for s in splits[name]]), 2) for k in _Clock.PARTS}
+            split["synthesis"] = round(synth[name], 2)
+            split["rest"] = round(dec_ms - sum(split.values()), 2)
         rows.append(Row(
             name, v.backend, v.precision, device,
             round(_median_ms(enc), 2), round(dec_ms, 2),
@@ -341,6 +400,7 @@ def run_latency(image: Path, variants: list[str], weights_path: Path | None = No
             synthesis_ms=round(synth[name], 2) if name in synth else None,
             synthesis_x_torch=round(synth["torch"] / synth[name], 2)
             if name in synth and "torch" in synth else None,
+            decode_split_ms=split,
             encode_times_ms=[round(1000 * t, 2) for t in enc],
             decode_times_ms=[round(1000 * t, 2) for t in dec],
         ))
@@ -386,6 +446,18 @@ def to_markdown(res: LatencyResult) -> str:
             f"{_fmt(r.synthesis_x_torch, '.2f')} | {_fmt(r.nbytes, 'd')} | "
             f"{_fmt(r.psnr, '.2f')} | {_fmt(r.max_pixel_diff, 'd')} |"
         )
+    split_rows = [r for r in res.rows if r.decode_split_ms]
+    if split_rows:
+        keys = list(split_rows[0].decode_split_ms)
+        lines += ["", "Decode split (medians over the rounds, ms): `ans` the ANS decoder (constriction "
+                  "and its bookkeeping), `h_s` the integer hyper-synthesis, `contexts` the channel and "
+                  "checkerboard context networks (these three are the exact part, the same on every "
+                  "backend), `synthesis` g_s, `rest` the decode median less these (unpacking, scale "
+                  "tables, latents, tiling, rounding to pixels; medians do not add up exactly).", "",
+                  "| variant | decode ms | " + " | ".join(keys) + " |",
+                  "|---|---:|" + "---:|" * len(keys)]
+        lines += [f"| {r.variant} | {r.decode_ms:.1f} | " + " | ".join(f"{r.decode_split_ms[k]:.1f}" for k in keys)
+                  + " |" for r in split_rows]
     if any(r.variant == "compressai" for r in res.rows):
         lines += ["", f"CompressAI: bmshj2018-hyperprior quality {COMPRESSAI_QUALITY} (N=128, M=192), "
                   "random weights (timing only: its bytes and PSNR mean nothing), "

@@ -98,9 +98,11 @@ class Tables:
 def _groups(table: np.ndarray):
     """Positions sorted by table (stable: raster order within a table), and for each table
     used, its (index, start, end) in that order. Symbols are coded table by table."""
-    # a stable sort of 16-bit keys is a radix sort in numpy: 6x faster than of int64 here
-    small = table.max(initial=0) < 1 << 16 and table.min(initial=0) >= 0
-    order = np.argsort(table.astype(np.uint16) if small else table, kind="stable")
+    # a stable sort of 8- or 16-bit keys is a radix sort in numpy (one pass per byte): 6x
+    # faster than of int64 here, and 8 bits (at most 256 tables) twice as fast again
+    top, low = table.max(initial=0), table.min(initial=0)
+    key = table if low < 0 or top >= 1 << 16 else table.astype(np.uint8 if top < 256 else np.uint16)
+    order = np.argsort(key, kind="stable")
     counts = np.bincount(table)
     ends = np.cumsum(counts)
     return order, [(k, int(ends[k] - counts[k]), int(ends[k])) for k in np.flatnonzero(counts)]
@@ -152,7 +154,8 @@ class Decoder:
     symbol of each table for free. So the decoder counts the information of what it has
     decoded (-log2 p of each symbol, in bits) and raises ExhaustedError as soon as that
     exceeds the stream's length (plus a small slack): a payload that runs out before the
-    claimed tokens is a format error, found after at most one table's group of symbols."""
+    claimed tokens is a format error, found at the end of the call (one part of a slice)
+    that ran out."""
 
     def __init__(self, stream: bytes, escapes: bytes):
         if len(stream) % 4:
@@ -186,20 +189,22 @@ class Decoder:
     def decode(self, tables: Tables, table: np.ndarray) -> np.ndarray:
         table = np.asarray(table, dtype=np.int64)
         flat = table.ravel()
-        sym = np.empty(flat.shape, dtype=np.int64)
         order, groups = _groups(flat)
+        got = []
         for k, lo, hi in groups:
             try:
-                got = self._coder.decode(tables.models[k], hi - lo)
+                got.append(self._coder.decode(tables.models[k], hi - lo))
             except Exception as e:
                 raise EntropyError(f"entropy-coded stream is invalid: {e}") from None
-            self._spent += float(tables._bits[k][got].sum())
-            if self._spent > self._budget:
-                raise ExhaustedError(
-                    f"the payload ends before the tokens that the header claims: "
-                    f"{self._spent:.0f} bits of tokens decoded from a stream of {self._bits} "
-                    f"bits (a truncated or altered file, or changed dimensions)")
-            sym[order[lo:hi]] = got
+        sym = np.empty(flat.shape, dtype=np.int64)
+        if got:
+            sym[order] = np.concatenate(got)
+        self._spent += float(tables._bits[flat, sym].sum())
+        if self._spent > self._budget:
+            raise ExhaustedError(
+                f"the payload ends before the tokens that the header claims: "
+                f"{self._spent:.0f} bits of tokens decoded from a stream of {self._bits} "
+                f"bits (a truncated or altered file, or changed dimensions)")
         off = tables.offsets[flat]
         values = sym - off
         for i in np.flatnonzero(sym == 2 * off + 1):

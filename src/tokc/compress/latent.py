@@ -48,6 +48,8 @@ def per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
 
 
 class LatentCoder:
+    decoder_type = entropy.Decoder  # the ANS decoder read() uses (a benchmark may time it)
+
     def __init__(self, weights, order: Callable[[tuple[int, ...]], list[np.ndarray]] = checkerboard):
         self.weights = weights
         self.order = order
@@ -98,8 +100,8 @@ class LatentCoder:
                     shift = w.spatial[s](q[ch] * parts[0])
                     offset[ch][:, part] += shift[:cs][:, part] / frac
                     log_scale = log_scale + np.where(part, shift[cs:], 0).astype(np.int64)
-                index[ch] = self.scale_index(log_scale, level_milli, ch)
-                q[ch][:, part] = tokens(ch, part, offset[ch][:, part], index[ch][:, part])
+                index[ch][:, part] = k = self.scale_index(log_scale[:, part], level_milli, ch)
+                q[ch][:, part] = tokens(ch, part, offset[ch][:, part], k)
         return Coded(q, index, offset)
 
     def code(self, y: np.ndarray, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int,
@@ -155,7 +157,7 @@ class LatentCoder:
         if "ans " not in by_tag:
             raise fmt.TokcFormatError("missing the 'ans ' chunk")
         cz = self.weights.z_tables.freq.shape[0]
-        dec = entropy.Decoder(by_tag["ans "], by_tag.get("esc ", b""))
+        dec = self.decoder_type(by_tag["ans "], by_tag.get("esc ", b""))
         zshape = (cz, *z_grid)
         z = dec.decode(self.weights.z_tables, np.broadcast_to(per_channel(np.arange(cz), len(zshape)), zshape))
         mean, log_scale_q = self.entropy_params(z)
