@@ -18,7 +18,7 @@ import torch
 from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
 from tokc.train.common import load_resume
 
-RESUME = Path(__file__).resolve().parents[1] / "checkpoints/tokc-image-v1.step125500.safetensors"
+RESUME = Path(__file__).resolve().parents[1] / "checkpoints/tokc-image-v1.step133250.safetensors"
 
 
 def step_fn(model, opt, x, level):
