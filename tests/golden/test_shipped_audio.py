@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from peak_rss import PEAK_KIB
 
 from tokc import format as fmt
 from tokc.compress import audio
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 GOLDEN = Path(__file__).with_name("audio_v1.json")
 GOLDEN_FILE = Path(__file__).with_name("audio_v1_q60.tokc")
 

@@ -42,8 +42,7 @@ def float32_rescale_exact(layer: intnet.IntConv) -> bool:
 def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
     """The ONNX model (opset 13) of an integer network: input x (1, C, H, W), output y, both
     float32 holding integers. Per layer: Conv, (v + bias) * 2**-shift + 1/2 (the half only
-    where shift > 0; folded into the Conv's weights and bias where float32 holds that exactly),
-    Floor, Clip, optional depth-to-space (DepthToSpace, or depth_to_space where
+    where shift > 0), Floor, Clip, optional depth-to-space (DepthToSpace, or depth_to_space where
     rh != rw); the bias and the rescaling in float32 where that is exact
     (float32_rescale_exact), else in float64. Each Clip also applies the
     next layer's input clip (clip(clip(v, a, b), -c, c) == clip(v, max(a, -c), min(b, c)))."""
@@ -68,18 +67,15 @@ def graph_bytes(layers: list[intnet.IntConv]) -> bytes:
         half = np.where(s > 0, 0.5, 0.0).reshape(per_channel)
         nxt = layers[i + 1].in_clip if i + 1 < len(layers) else top
         lo, hi = max(0 if layer.relu else -top, -nxt), min(top, nxt)
+        w = const(layer.weight, np.float32)
         (kh, kw), (rh, rw) = layer.kernel, layer.factor
         conv = {"kernel_shape": [kh, kw], "pads": [kh // 2, kw // 2, kh // 2, kw // 2]}
         if i and float32_rescale_exact(layer):
-            # the rescaling folded into the convolution: weights * 2**-s, bias * 2**-s + half.
-            # Every product and partial sum is an integer times 2**-s of at most 2**24 such
-            # units (float32_rescale_exact), so float32 holds each exactly, in any order
-            ws = const(layer.weight * scale.reshape(-1, 1, 1, 1), np.float32)
-            bs = const(layer.bias * scale.ravel() + half.ravel(), np.float32)
-            x = op("Clip", op("Floor", op("Conv", x, ws, bs, **conv)),
-                   const(lo, np.float32), const(hi, np.float32))
+            y = op("Conv", x, w, const(layer.bias, np.float32), **conv)
+            y = op("Floor", op("Add", op("Mul", y, const(scale, np.float32)), const(half, np.float32)))
+            x = op("Clip", y, const(lo, np.float32), const(hi, np.float32))
         else:  # (v + b) * 2**-s + 1/2 == v * 2**-s + (b * 2**-s + 1/2), exact in float64
-            y = op("Cast", op("Conv", x, const(layer.weight, np.float32), **conv), to=DOUBLE)
+            y = op("Cast", op("Conv", x, w, **conv), to=DOUBLE)
             offset = layer.bias.reshape(per_channel) * scale + half
             y = op("Floor", op("Add", op("Mul", y, const(scale, np.float64)), const(offset, np.float64)))
             x = op("Cast", op("Clip", y, const(lo, np.float64), const(hi, np.float64)), to=FLOAT)
