@@ -67,5 +67,6 @@ clean:
 CKPT ?= runs/image_v3w/ckpt.pt
 weights: $(VENV)/.installed
 	$(BIN)/python -m tokc.train.pack_image $(CKPT) -o src/tokc/weights/tokc-image-v1.safetensors
+	$(if $(SLIM),$(BIN)/python -m tokc.train.image_slim --out $(SLIM) --pack src/tokc/weights/tokc-image-v1.safetensors)
 	$(BIN)/python -m tokc.export.onnx
 	-TOKC_REGEN_GOLDEN=1 $(BIN)/python -m pytest -q tests/golden/test_shipped_image.py -k golden

@@ -1,20 +1,16 @@
-"""Experiment (issue 17, item 3): a lighter synthesis for the same tokens, with the last hidden
-width of g_s cut from 64 to N3 channels (the layers at the two highest resolutions shrink).
+"""A narrower synthesis (tokc.train.image_slim) against the one it replaces.
 
-    python benchmarks/gs_slim.py speed                      # g_s in ONNX Runtime, 768x512, N3 = 64/48/32
-    python benchmarks/gs_slim.py distill --n3 32 --minutes 40 [--pool runs/image_tune6]
+    python benchmarks/gs_slim.py speed             # g_s at 768x512 in ONNX Runtime, last width 64 / 48 / 32
+    python benchmarks/gs_slim.py compare NEW OLD   # PSNR per quality on Kodak, same tokens
 
-`distill` starts from the shipped g_s with the N3 last-hidden channels of most energy into the
-output layer kept (their GDN sliced likewise), then trains on the latent pool of a perceptual
-tune run (`python -m tokc.train.image_tune` writes pool.npz / val.npz: training crops coded
-once by the shipped encoder; never Kodak) with loss MSE to the image + 0.5 * MSE to the
-shipped synthesis. It logs the validation PSNR (13 held-out crops at levels -1 / 1 / 3 / 5,
-rounded pixels) of the student beside the shipped g_s. Nothing here is shipped."""
+speed: 2 threads, interleaved rounds, random weights (the time depends on the shapes only).
+compare (torch backend for both): every image coded at -q 0 / 17 / 33 / 50 / 67 / 83 / 100 by both weights files (their
+encoders are the same: the tokens must match, and it is checked), decoded by each, the mean PSNR
+of each per quality and the largest loss."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import tempfile
@@ -22,28 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from tokc.compress.image import ImageWeights
-from tokc.models import packed
-from tokc.models.hyperprior import SimplifiedGDN, Synthesis, deconv
-
-
-def slim(g_s: Synthesis, n3: int, keep: torch.Tensor | None = None) -> Synthesis:
-    """g_s with its last hidden width cut to n3 (keep: which channels; default the first)."""
-    g = copy.deepcopy(g_s)
-    layers = g.layers
-    keep = torch.arange(n3) if keep is None else keep
-    d4, g5, d6 = deconv(layers[4].in_channels, n3), SimplifiedGDN(n3, True), deconv(n3, 3)
-    with torch.no_grad():
-        d4.weight.copy_(layers[4].weight[:, keep])
-        d4.bias.copy_(layers[4].bias[keep])
-        g5.beta_p.copy_(layers[5].beta_p[keep])
-        g5.gamma_p.copy_(layers[5].gamma_p[keep][:, keep])
-        d6.weight.copy_(layers[6].weight[keep])
-        d6.bias.copy_(layers[6].bias)
-    layers[4], layers[5], layers[6] = d4, g5, d6
-    return g
+from tokc.models.hyperprior import Synthesis
+from tokc.train.image_slim import narrow
 
 
 def speed(widths=(64, 48, 32), rounds: int = 15) -> dict:
@@ -56,7 +33,7 @@ def speed(widths=(64, 48, 32), rounds: int = 15) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for n3 in widths:
             g = Synthesis(64, 288, True)
-            g = (g if n3 == 64 else slim(g, n3)).eval()
+            g = (g if n3 == 64 else narrow(g, n3)).eval()
             path = Path(tmp) / f"g_s{n3}.onnx"
             trace(subpixel.deployable(g), "g_s", 288, path, 18)
             opts = ort.SessionOptions()
@@ -74,85 +51,43 @@ def speed(widths=(64, 48, 32), rounds: int = 15) -> dict:
     return {n3: round(1000 * statistics.median(t[2:]), 1) for n3, t in times.items()}
 
 
-def distill(args) -> None:
-    torch.set_num_threads(2)
-    torch.set_flush_denormal(True)
-    torch.manual_seed(0)
-    args.out.mkdir(parents=True, exist_ok=True)
-    pool, val = dict(np.load(args.pool / "pool.npz")), dict(np.load(args.pool / "val.npz"))
-    teacher = packed.float_model(ImageWeights().file, parts=("g_s",)).g_s.eval().requires_grad_(False)
+def compare(new: Path, old: Path, images: Path, qualities=(0, 17, 33, 50, 67, 83, 100)) -> dict:
+    from tokc.compress.image import ImageCodec, ImageWeights
+    from tokc.compress.pixels import read_image
+    from tokc.metrics.image import psnr
 
-    def batch(d, idx):
-        return (torch.from_numpy(d["x"][idx]).permute(0, 3, 1, 2).float() / 255,
-                torch.from_numpy(d["y"][idx]).float())
-
-    @torch.no_grad()
-    def validate(g):
-        res = {}
-        for lv in sorted(set(val["level_milli"].tolist())):
-            x, y = batch(val, val["level_milli"] == lv)
-            xh = (g(y).clamp(0, 1) * 255).round() / 255
-            mse = (xh - x).square().mean((1, 2, 3)).clamp_min(1e-12)
-            res[str(lv)] = float((10 * torch.log10(1 / mse)).mean())
-        return res
-
-    with torch.no_grad():  # energy of each last-hidden channel into the output layer
-        _, y = batch(pool, np.arange(64))
-        a = teacher.layers[:6](y)
-        energy = a.square().mean((0, 2, 3)) * teacher.layers[6].weight.square().sum((1, 2, 3))
-    keep = torch.argsort(energy, descending=True)[: args.n3].sort().values
-    student = slim(teacher, args.n3, keep).requires_grad_(True).train()
-    log = open(args.out / "log.jsonl", "a")
-
-    def write(rec):
-        print(json.dumps(rec), flush=True)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-
-    write({"step": 0, "n3": args.n3, "teacher": validate(teacher), "student": validate(student)})
-    opt = torch.optim.Adam(student.parameters(), lr=args.lr)
-    gen = np.random.default_rng(0)
-    t0, step, acc = time.time(), 0, 0.0
-    while time.time() - t0 < args.minutes * 60:
-        x, y = batch(pool, gen.integers(len(pool["level_milli"]), size=args.batch))
-        xh = student(y)
-        with torch.no_grad():
-            xt = teacher(y)
-        loss = (xh - x).square().mean() + args.teacher_weight * (xh - xt).square().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        acc += loss.item()
-        if step % 250 == 0:
-            rec = {"step": step, "minutes": round((time.time() - t0) / 60, 1), "loss": acc / 250}
-            acc = 0.0
-            if step % 1000 == 0:
-                rec["student"] = validate(student)
-                torch.save(student.state_dict(), args.out / "g_s.pt")
-            write(rec)
-    torch.save(student.state_dict(), args.out / "g_s.pt")
-    write({"step": step, "final": True, "student": validate(student)})
+    # one backend for both: g_a in another backend may round a token the other way
+    codecs = {"new": ImageCodec(ImageWeights(new), backend="torch"), "old": ImageCodec(ImageWeights(old), backend="torch")}
+    res = {name: {q: [] for q in qualities} for name in codecs}
+    for path in sorted(Path(images).glob("*.png")):
+        rgb = read_image(path)
+        for q in qualities:
+            tokens = set()
+            for name, codec in codecs.items():
+                data = codec.compress(rgb, quality=q).data
+                _, _, z, c = codec.decode_tokens(data)
+                tokens.add(z.tobytes() + c.q.tobytes() + c.index.tobytes())
+                res[name][q].append(psnr(rgb, codec.decompress(data)))
+            if len(tokens) != 1:
+                raise SystemExit(f"{path.name} -q {q}: the two encoders chose different tokens")
+    mean = {name: {q: round(statistics.mean(v), 3) for q, v in r.items()} for name, r in res.items()}
+    loss = {q: round(mean["old"][q] - mean["new"][q], 3) for q in qualities}
+    return {"images": len(res["new"][qualities[0]]), "psnr": mean, "loss_db": loss, "max_loss_db": max(loss.values())}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("speed")
-    d = sub.add_parser("distill")
-    d.add_argument("--n3", type=int, default=32)
-    d.add_argument("--pool", type=Path, default=Path("runs/image_tune6"))
-    d.add_argument("--out", type=Path, default=None)
-    d.add_argument("--minutes", type=float, default=40)
-    d.add_argument("--lr", type=float, default=1e-4)
-    d.add_argument("--batch", type=int, default=8)
-    d.add_argument("--teacher-weight", type=float, default=0.5)
+    c = sub.add_parser("compare")
+    c.add_argument("new", type=Path)
+    c.add_argument("old", type=Path)
+    c.add_argument("--images", type=Path, default=Path("../shared/data/images/kodak"))
     args = ap.parse_args()
     if args.cmd == "speed":
         print(json.dumps({"g_s_ms_by_last_width": speed()}))
     else:
-        args.out = args.out or Path(f"runs/gs_slim{args.n3}")
-        distill(args)
+        print(json.dumps(compare(args.new, args.old, args.images)))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ def tiny_codec(tiny_weights):
 
 
 @pytest.fixture(scope="session")
+def synthetic_photo() -> np.ndarray:
+    """A photo-like (100, 140, 3) uint8 image (smooth colours and noise) that needs no data."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:100, 0:140] / 140
+    img = np.stack([128 + 90 * np.sin(8 * x + 3 * y), 120 + 60 * np.cos(6 * y), 70 + 140 * x * y], -1)
+    return np.clip(img + rng.normal(0, 10, (100, 140, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     """A real photo crop (Kodak is the benchmark; a crop of it is fine as a test input)."""
     from PIL import Image

@@ -36,15 +36,17 @@ def test_refuses_what_it_cannot_rewrite(layer):
                 form(layer)
 
 
-def test_deployable_rewrites_nested_layers_and_keeps_the_original():
+@pytest.mark.parametrize("last, output_form", [(64, "ConvTranspose2d"), (32, "SubpixelConvTranspose2d")])
+def test_deployable_rewrites_nested_layers_and_keeps_the_original(last, output_form):
     from tokc.models.hyperprior import HyperpriorConfig, ImageHyperprior
 
-    model = ImageHyperprior(HyperpriorConfig(n=16, m=12, shortcut=True)).eval()
+    model = ImageHyperprior(HyperpriorConfig(n=64, m=12, shortcut=True, synthesis_last=last)).eval()
     g_s = deployable(model.g_s)
     kinds = [type(m).__name__ for m in g_s.modules()
              if isinstance(m, (nn.ConvTranspose2d, PhaseConvTranspose2d, SubpixelConvTranspose2d))]
-    # wide layers by phase, the 3-channel output layer as it was, the block shortcut sub-pixel
-    assert kinds == ["PhaseConvTranspose2d"] * 3 + ["ConvTranspose2d", "SubpixelConvTranspose2d"]
+    # wide layers by phase; the 3-channel output layer as it was from 64 channels, sub-pixel
+    # from 32; the block shortcut sub-pixel
+    assert kinds == ["PhaseConvTranspose2d"] * 3 + [output_form, "SubpixelConvTranspose2d"]
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in model.g_s.modules()) == 5
     y = torch.randn(1, 12, 3, 5)
     with torch.no_grad():

@@ -16,13 +16,6 @@ torch = pytest.importorskip("torch")
 from tokc.train.image_tune import pack_tune  # noqa: E402
 
 
-def _photo(h=100, w=140, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / w
-    img = np.stack([128 + 90 * np.sin(8 * x + 3 * y), 120 + 60 * np.cos(6 * y), 70 + 140 * x * y], -1)
-    return np.clip(img + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture()
 def upgraded(tiny_weights, tiny_channel_weights, tmp_path):
     """An install whose weights were A (tiny, with a perceptual tune) and are now B, with A
@@ -43,7 +36,7 @@ def upgraded(tiny_weights, tiny_channel_weights, tmp_path):
     return old, new, written
 
 
-def test_the_archive_is_decode_only_and_answers_to_the_old_digest(upgraded):
+def test_the_archive_is_decode_only_and_answers_to_the_old_digest(upgraded, synthetic_photo):
     old, _, written = upgraded
     assert [p.name for p in written] == [
         f"tokc-image-v1.{ImageWeights(old).digest.hex()}.safetensors",
@@ -53,14 +46,14 @@ def test_the_archive_is_decode_only_and_answers_to_the_old_digest(upgraded):
     assert not any(k.startswith(("g_a.", "h_a.")) for k in w.tensors)
     assert written[0].stat().st_size < old.stat().st_size
     with pytest.raises(CodecError, match="only decodes"):
-        ImageCodec(w).compress(_photo(), quality=50)
+        ImageCodec(w).compress(synthetic_photo, quality=50)
 
 
 @pytest.mark.parametrize("tune", ["psnr", "perceptual"])
-def test_a_file_of_the_old_weights_decodes_after_the_upgrade(upgraded, tune):
+def test_a_file_of_the_old_weights_decodes_after_the_upgrade(upgraded, tune, synthetic_photo):
     old, new, _ = upgraded
     before = ImageCodec(ImageWeights(old), backend="torch")
-    data = before.compress(_photo(), quality=60, tune=tune).data
+    data = before.compress(synthetic_photo, quality=60, tune=tune).data
     want = before.decompress(data)
     after_torch = ImageCodec(ImageWeights(new), backend="torch")
     assert after_torch.weights.digest != before.weights.digest
@@ -70,8 +63,8 @@ def test_a_file_of_the_old_weights_decodes_after_the_upgrade(upgraded, tune):
     assert after_torch.for_digest(before.weights.digest).weights.archived
 
 
-def test_without_the_archive_the_mismatch_is_named(tiny_weights, tiny_channel_weights):
-    data = ImageCodec(ImageWeights(tiny_weights), backend="torch").compress(_photo(), quality=40).data
+def test_without_the_archive_the_mismatch_is_named(tiny_weights, tiny_channel_weights, synthetic_photo):
+    data = ImageCodec(ImageWeights(tiny_weights), backend="torch").compress(synthetic_photo, quality=40).data
     with pytest.raises(fmt.WeightsMismatchError, match=ImageWeights(tiny_weights).digest.hex()):
         ImageCodec(ImageWeights(tiny_channel_weights), backend="torch").decompress(data)
 
@@ -118,3 +111,42 @@ def test_an_audio_file_of_the_old_weights_decodes_after_the_upgrade(tiny_audio_w
     assert archived.weights.archived
     with pytest.raises(CodecError, match="only decodes"):
         archived.compress(x, quality=50, sample_rate=16000)
+
+
+def test_a_delta_archive_holds_what_changed_and_decodes_through_later_upgrades(
+        tiny_weights, tiny_channel_weights, tmp_path, synthetic_photo):
+    """Weights A replaced by B that differs only in g_s (tokc.train.image_slim): A's archive made
+    --delta-of B holds g_s alone and decodes A's files with B installed, and still after B is
+    replaced in turn and archived whole; without B anywhere, the error names it."""
+    from tokc.train.image_slim import narrow, pack_slim
+
+    install = tmp_path / "install" / "tokc-image-v1.safetensors"
+    install.parent.mkdir()
+    shutil.copy(tiny_weights, install)
+    a = ImageWeights(install)
+    g_s = ImageCodec(a, backend="torch").transforms.model.g_s
+    torch.save({"g_s": narrow(g_s, 5).state_dict(), "step": 1, "width": 5, "teacher_weight": 0.5},
+               tmp_path / "ckpt.pt")
+    b_path = tmp_path / "b.safetensors"
+    pack_slim(tmp_path / "ckpt.pt", a, b_path)
+    data = ImageCodec(a, backend="torch").compress(synthetic_photo, quality=60).data
+    want = ImageCodec(a, backend="torch").decompress(data)
+    folder = install.parent / "versions"
+    (archived,) = versions.archive(install, folder, delta_of=b_path)
+    kept = ImageWeights(b_path)
+    kept_sha256 = kept.sha256  # before the move: the same bytes after it
+    shutil.move(b_path, install)
+    changed = {k for k, v in a.tensors.items() if k.startswith("g_s.") and not (
+        kept.tensors[k].shape == v.shape and np.array_equal(kept.tensors[k], v))}
+    assert "g_s.layers.6.weight" in changed and "g_s.layers.0.weight" not in changed
+    assert set(versions.packed.read(archived).tensors) == changed  # no table, no integer network
+    assert ImageWeights(install).sha256 == kept_sha256
+    np.testing.assert_array_equal(ImageCodec(ImageWeights(install), backend="torch").decompress(data), want)
+
+    versions.archive(install, folder)  # B replaced by C, archived whole (int8 where it fits)
+    shutil.copy(tiny_channel_weights, install)
+    np.testing.assert_array_equal(ImageCodec(ImageWeights(install), backend="torch").decompress(data), want)
+
+    next(folder.glob(f"*.{kept.digest.hex()}.safetensors")).unlink()
+    with pytest.raises(CodecError, match=kept_sha256[:16]):
+        ImageCodec(ImageWeights(install), backend="torch").decompress(data)

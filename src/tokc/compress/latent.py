@@ -86,22 +86,26 @@ class LatentCoder:
         offset = mean * per_channel(np.exp(w.log_gain_at(level_milli) / frac), mean.ndim)
         cs = w.slice_channels
         parts = self.parts(mean.shape[1:])
+        at = [np.flatnonzero(p) for p in parts]  # each part's positions in the flat grid
         q = np.zeros(mean.shape, dtype=np.int64)
         index = np.zeros(mean.shape, dtype=np.int64)
+        # (channels, positions) views: integer indices gather and scatter faster than masks
+        flat_q, flat_index, flat_offset = (a.reshape(len(a), -1) for a in (q, index, offset))
         for s in range(len(w.ctx) + 1):
             ch = slice(s * cs, (s + 1) * cs)
-            log_scale = log_scale_q[ch]
+            log_scale = log_scale_q[ch].reshape(cs, -1)
             if s:  # channel context: the tokens of the slices before
-                shift = w.ctx[s - 1](q[: s * cs])
-                offset[ch] += shift[:cs] / frac
+                shift = w.ctx[s - 1](q[: s * cs]).reshape(2 * cs, -1)
+                flat_offset[ch] += shift[:cs] / frac
                 log_scale = log_scale + shift[cs:].astype(np.int64)
-            for i, part in enumerate(parts):
+            for i, (part, pos) in enumerate(zip(parts, at)):
+                part_log_scale = log_scale[:, pos]
                 if i:  # spatial context: this slice's tokens of the first part
-                    shift = w.spatial[s](q[ch] * parts[0])
-                    offset[ch][:, part] += shift[:cs][:, part] / frac
-                    log_scale = log_scale + np.where(part, shift[cs:], 0).astype(np.int64)
-                index[ch][:, part] = k = self.scale_index(log_scale[:, part], level_milli, ch)
-                q[ch][:, part] = tokens(ch, part, offset[ch][:, part], k)
+                    shift = w.spatial[s](q[ch] * parts[0]).reshape(2 * cs, -1)
+                    flat_offset[ch, pos] += shift[:cs, pos] / frac
+                    part_log_scale = part_log_scale + shift[cs:, pos].astype(np.int64)
+                flat_index[ch, pos] = k = self.scale_index(part_log_scale, level_milli, ch)
+                flat_q[ch, pos] = tokens(ch, part, flat_offset[ch, pos], k)
         return Coded(q, index, offset)
 
     def code(self, y: np.ndarray, mean: np.ndarray, log_scale_q: np.ndarray, level_milli: int,

@@ -11,11 +11,17 @@ to the original digest. A decoder that meets a digest other than its weights' lo
 transform is fixed, and its noise-fill settings are in the file's config). Its g_s runs in ONNX Runtime from a graph written from
 the weights when first used (`synthesis_graph`; no export files), or in torch with
 --backend torch. A tune file beside the old weights is archived beside the archive.
+
+An archive made with --delta-of NEW (the weights replacing it) leaves out the tensors NEW holds
+unchanged (a new synthesis alone keeps every table and integer network): its meta names NEW's
+sha256, the keys left out and a digest of their values, and `read` takes them back from NEW
+(the install's weights, or NEW's own archive once NEW is replaced in turn).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +33,7 @@ from tokc.compress.base import CodecError
 from tokc.models import packed
 
 ENCODER_ONLY = ("g_a.", "h_a.", "synth_gain")
+DELTA = "archived_delta_of"  # meta of an archive stored as a delta: {"sha256", "keys", "values_sha256"}
 GDN_EPS = 1e-6  # tokc.models.hyperprior.SimplifiedGDN's beta floor
 
 
@@ -72,15 +79,65 @@ def _narrow(key: str, v: np.ndarray) -> np.ndarray:
     return v
 
 
-def archive(weights_path: Path, folder: Path, tunes=("perceptual",)) -> list[Path]:
+def _values_sha256(tensors: dict[str, np.ndarray], keys) -> str:
+    """A digest of the values (not the storage type: an archive narrows int16 to int8) of keys."""
+    h = hashlib.sha256()
+    for k in sorted(keys):
+        v = tensors[k]
+        v = v.astype(np.int64 if np.issubdtype(v.dtype, np.integer) else np.float64)
+        h.update(f"{k}{v.shape}".encode() + np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
+def read(path: Path, _depth: int = 0) -> packed.Packed:
+    """A packed weights file; an archive stored as a delta with the tensors it left out taken
+    back from the weights it names (CodecError if those are missing or not the same)."""
+    f = packed.read(path)
+    delta = f.meta.get(DELTA)
+    if not delta:
+        return f
+    codec_id = f.meta.get("codec", "tokc-image-v1")
+    base = _by_sha256(Path(path).parent, codec_id, delta["sha256"], _depth + 1)
+    keys = delta["keys"]
+    if base is None or not set(keys) <= set(base.tensors) or _values_sha256(base.tensors, keys) != delta["values_sha256"]:
+        raise CodecError(f"{Path(path).name} needs the weights {delta['sha256'][:16]} it was archived "
+                         f"against, beside it or installed as {codec_id}.safetensors")
+    return packed.Packed(f.path, f.meta, {**f.tensors, **{k: base.tensors[k] for k in keys}})
+
+
+def _by_sha256(folder: Path, codec_id: str, sha256: str, depth: int) -> packed.Packed | None:
+    """The weights of this sha256: an archive in folder, or the install's weights beside it."""
+    if depth > 8:
+        return None
+    path = find(folder, codec_id, bytes.fromhex(sha256)[: fmt.DIGEST_BYTES])
+    if path is not None:
+        f = read(path, depth)
+        if f.meta.get("archived_sha256") == sha256:
+            return f
+    path = folder.parent / f"{codec_id}.safetensors"
+    if path.is_file():
+        f = packed.read(path)
+        if f.sha256 == sha256:
+            return f
+    return None
+
+
+def archive(weights_path: Path, folder: Path, tunes=("perceptual",), delta_of: Path | None = None) -> list[Path]:
     """Write the decode-only archive of a weights file (and of its tunes' files beside it) into
-    folder. -> the files written."""
+    folder; with delta_of (the weights replacing it), without the tensors those hold unchanged.
+    -> the files written."""
     f = packed.read(weights_path)
     codec_id = f.meta.get("codec", "tokc-image-v1")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: _narrow(k, v) for k, v in f.tensors.items() if not k.startswith(ENCODER_ONLY)}
     meta = {**f.meta, "archived_sha256": f.sha256, "archived_from": Path(weights_path).name}
+    if delta_of is not None:
+        new = packed.read(delta_of)
+        keys = sorted(k for k, v in tensors.items()
+                      if k in new.tensors and new.tensors[k].shape == v.shape and np.array_equal(new.tensors[k], v))
+        tensors = {k: v for k, v in tensors.items() if k not in keys}
+        meta[DELTA] = {"sha256": new.sha256, "keys": keys, "values_sha256": _values_sha256(new.tensors, keys)}
     out = folder / archive_name(codec_id, f.digest)
     packed.write(out, tensors, meta)
     written = [out]
@@ -168,8 +225,10 @@ def main(argv=None) -> None:
     ap.add_argument("weights", type=Path, help="the weights file about to be replaced")
     ap.add_argument("-o", "--out", type=Path,
                     default=Path(__file__).resolve().parents[1] / "weights" / "versions")
+    ap.add_argument("--delta-of", type=Path, metavar="NEW",
+                    help="the weights replacing it: leave out the tensors they hold unchanged")
     args = ap.parse_args(argv)
-    for path in archive(args.weights, args.out):
+    for path in archive(args.weights, args.out, delta_of=args.delta_of):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

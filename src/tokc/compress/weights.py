@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from tokc import format as fmt
-from tokc.compress import entropy, intnet
+from tokc.compress import entropy, intnet, versions
 from tokc.compress.base import CodecError
 from tokc.compress.intnet_ort import Network
-from tokc.models import packed
 
 
 def int_layers(tensors: dict, prefix: str, specs: list[dict], threads: int = 0) -> Network:
@@ -51,7 +50,7 @@ class LatentWeights:
         path = Path(path)
         if not path.exists():
             raise CodecError(f"weights file not found: {path}")
-        self.file = packed.read(path)
+        self.file = versions.read(path)  # an archive's left-out tensors taken back
         self.path = path
         self.threads = threads
         self.meta = meta = self.file.meta

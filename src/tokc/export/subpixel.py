@@ -12,9 +12,11 @@ A ConvTranspose2d of stride s whose output is exactly s times its input (k + out
 
 `deployable` picks per layer what measured fastest on ONNX Runtime's CPU convolutions (MLAS,
 1.32, AVX-512, 1 thread, g_s layer shapes of a 768x512 image): phase for wide outputs (0.72-0.81
-of sub-pixel's time at C_out = 64), the plain ConvTranspose for a narrow output (C_out = 3:
-0.65 of sub-pixel, phase 2.2x slower), sub-pixel where kernel == stride (the block shortcut:
-a 1x1 conv and a reshape). All are exact up to float summation order: export validates the
+of sub-pixel's time at C_out = 64), for a narrow output (C_out = 3) the plain ConvTranspose
+from a wide input (C_in = 64: 0.65 of sub-pixel, phase 2.2x slower) and sub-pixel from a narrow
+one (C_in = 32, the narrowed g_s: whole g_s 0.955x with the ConvTranspose, phase 1.10x; 2
+threads, three interleaved runs), sub-pixel where kernel == stride (the block shortcut: a 1x1
+conv and a reshape). All are exact up to float summation order: export validates the
 rewritten graph against the original module.
 """
 
@@ -121,7 +123,8 @@ class PhaseConvTranspose2d(nn.Module):
         return torch.stack(rows, -3).reshape(n, c, h * s, w * s)  # (n, c, h, s, w, s)
 
 
-PHASE_MIN_OUT = 16  # narrower outputs stay ConvTranspose (measured faster at C_out = 3)
+PHASE_MIN_OUT = 16  # narrower outputs: ConvTranspose (measured faster at C_out = 3, C_in = 64)...
+SUBPIXEL_MAX_IN = 32  # ...or sub-pixel from at most this many inputs (faster at C_in = 32)
 
 
 def rewrite(layer: nn.Module) -> nn.Module:
@@ -132,6 +135,8 @@ def rewrite(layer: nn.Module) -> nn.Module:
         return SubpixelConvTranspose2d(layer)
     if layer.out_channels >= PHASE_MIN_OUT:
         return PhaseConvTranspose2d(layer)
+    if layer.in_channels <= SUBPIXEL_MAX_IN:
+        return SubpixelConvTranspose2d(layer)
     return layer
 
 

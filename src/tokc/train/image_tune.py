@@ -61,6 +61,26 @@ def make_pool(codec: ImageCodec, images, n: int, crop: int, seed: int) -> dict[s
     return {"x": np.stack(xs), "y": np.stack(ys), "level_milli": np.array(levels)}
 
 
+def pools(codec: ImageCodec, out: Path, data: Path, n: int, crop: int, seed: int) -> tuple[dict, dict]:
+    """The run folder's training pool (n random crops at random levels) and validation set
+    (centre crops of the held-out images at levels -1 / 1 / 3 / 5), made on first use."""
+    train_files, val_files = list_images(data)
+    pool_path, val_path = out / "pool.npz", out / "val.npz"
+    if not pool_path.exists():
+        images = [im for im in (load(p) for p in train_files) if min(im.shape[1:]) >= crop]
+        np.savez(pool_path, **make_pool(codec, images, n, crop, seed))
+    if not val_path.exists():
+        crops = [(c[0] * 255).round().byte().permute(1, 2, 0).numpy()
+                 for c in center_crops([load(p) for p in val_files], crop)]
+        crops = [c for c in crops if c.shape[:2] == (crop, crop)]
+        levels = (-1000, 1000, 3000, 5000)
+        val = {"x": np.stack([c for c in crops for _ in levels]),
+               "y": np.stack([latents_of(codec, c, lv).astype(np.float16) for c in crops for lv in levels]),
+               "level_milli": np.array([lv for _ in crops for lv in levels])}
+        np.savez(val_path, **val)
+    return dict(np.load(pool_path)), dict(np.load(val_path))
+
+
 def loss_terms(g_s, x: torch.Tensor, y_hat: torch.Tensor, d0: torch.Tensor, mse0: torch.Tensor,
                mse_weight: float):
     x_hat = g_s(y_hat)
@@ -143,21 +163,7 @@ def main(argv=None) -> None:
     weights = ImageWeights(args.weights) if args.weights else ImageWeights()
     codec = ImageCodec(weights, backend="onnx" if args.weights is None else "auto")
 
-    train_files, val_files = list_images(args.data)
-    pool_path, val_path = args.out / "pool.npz", args.out / "val.npz"
-    if not pool_path.exists():
-        images = [im for im in (load(p) for p in train_files) if min(im.shape[1:]) >= args.crop]
-        np.savez(pool_path, **make_pool(codec, images, args.pool, args.crop, args.seed))
-    if not val_path.exists():
-        crops = [(c[0] * 255).round().byte().permute(1, 2, 0).numpy()
-                 for c in center_crops([load(p) for p in val_files], args.crop)]
-        crops = [c for c in crops if c.shape[:2] == (args.crop, args.crop)]
-        levels = (-1000, 1000, 3000, 5000)
-        val = {"x": np.stack([c for c in crops for _ in levels]),
-               "y": np.stack([latents_of(codec, c, lv).astype(np.float16) for c in crops for lv in levels]),
-               "level_milli": np.array([lv for _ in crops for lv in levels])}
-        np.savez(val_path, **val)
-    pool, val = dict(np.load(pool_path)), dict(np.load(val_path))
+    pool, val = pools(codec, args.out, args.data, args.pool, args.crop, args.seed)
     g_s = packed.float_model(weights.file, parts=("g_s",)).g_s.train()
     ref_path = args.out / "pool_ref.npz"
     if not ref_path.exists():
