@@ -1,6 +1,6 @@
 """A narrower synthesis (tokc.train.image_slim) against the one it replaces.
 
-    python benchmarks/gs_slim.py speed             # g_s at 768x512 in ONNX Runtime, last width 64 / 48 / 32
+    python benchmarks/gs_slim.py speed             # g_s at 768x512 in ONNX Runtime by hidden widths
     python benchmarks/gs_slim.py compare NEW OLD   # PSNR per quality on Kodak, same tokens
 
 speed: 2 threads, interleaved rounds, random weights (the time depends on the shapes only).
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from tokc.models.hyperprior import Synthesis
-from tokc.train.image_slim import narrow
 
 
-def speed(widths=(64, 48, 32), rounds: int = 15) -> dict:
+def speed(widths=((64, 64), (64, 48), (64, 32), (48, 32), (32, 32)), rounds: int = 15) -> dict:
+    """ms of g_s by (second, last) hidden width."""
     import onnxruntime as ort
 
     from tokc.export import subpixel
@@ -31,24 +31,23 @@ def speed(widths=(64, 48, 32), rounds: int = 15) -> dict:
 
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n3 in widths:
-            g = Synthesis(64, 288, True)
-            g = (g if n3 == 64 else narrow(g, n3)).eval()
-            path = Path(tmp) / f"g_s{n3}.onnx"
+        for mid, last in widths:
+            g = Synthesis(64, 288, True, last, mid).eval()
+            path = Path(tmp) / f"g_s{mid}_{last}.onnx"
             trace(subpixel.deployable(g), "g_s", 288, path, 18)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            sessions[n3] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            sessions[f"{mid}/{last}"] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 288, 32, 48)).astype(np.float32)
-    times = {n3: [] for n3 in sessions}
+    times = {key: [] for key in sessions}
     for _ in range(rounds):  # interleaved
-        for n3, s in sessions.items():
+        for key, s in sessions.items():
             time.sleep(0.05)
             t = time.perf_counter()
             s.run(None, {s.get_inputs()[0].name: x})
-            times[n3].append(time.perf_counter() - t)
-    return {n3: round(1000 * statistics.median(t[2:]), 1) for n3, t in times.items()}
+            times[key].append(time.perf_counter() - t)
+    return {key: round(1000 * statistics.median(t[2:]), 1) for key, t in times.items()}
 
 
 def compare(new: Path, old: Path, images: Path, qualities=(0, 17, 33, 50, 67, 83, 100)) -> dict:
@@ -85,7 +84,7 @@ def main() -> None:
     c.add_argument("--images", type=Path, default=Path("../shared/data/images/kodak"))
     args = ap.parse_args()
     if args.cmd == "speed":
-        print(json.dumps({"g_s_ms_by_last_width": speed()}))
+        print(json.dumps({"g_s_ms_by_second_and_last_hidden_width": speed()}))
     else:
         print(json.dumps(compare(args.new, args.old, args.images)))
 

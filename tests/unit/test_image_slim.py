@@ -53,3 +53,20 @@ def test_the_packed_file_codes_the_same_tokens_and_decodes_narrow(tiny_weights, 
     with torch.no_grad():
         want = after.transforms.model.g_s(torch.from_numpy(y)).numpy()[0]
     np.testing.assert_allclose(versions.GraphSynthesis(slim.file).run("g_s", y[0]), want, atol=1e-4, rtol=1e-4)
+
+
+def test_narrowing_the_second_hidden_layer_too_packs_and_decodes(tiny_weights, tmp_path, synthetic_photo):
+    from tokc.train.image_slim import MID
+
+    base = ImageWeights(tiny_weights)
+    g_s = ImageCodec(base, backend="torch").transforms.model.g_s
+    y = torch.randn(1, base.config["m"], 3, 4, generator=torch.Generator().manual_seed(0))
+    both = narrow(narrow(g_s, 4), 5, strongest(g_s, y, 5, MID), MID)
+    assert [both.layers[i].out_channels for i in (0, 2, 4, 6)] == [8, 5, 4, 3]
+    torch.save({"g_s": both.state_dict(), "step": 1, "width": 4, "mid_width": 5, "teacher_weight": 0.5},
+               tmp_path / "ckpt.pt")
+    pack_slim(tmp_path / "ckpt.pt", base, tmp_path / "slim.safetensors")
+    slim = ImageWeights(tmp_path / "slim.safetensors")
+    assert (slim.config["synthesis_last"], slim.config["synthesis_mid"]) == (4, 5)
+    assert ImageCodec(slim, backend="torch").decompress(
+        ImageCodec(slim, backend="torch").compress(synthetic_photo, quality=50).data).shape == synthetic_photo.shape

@@ -36,6 +36,7 @@ class HyperpriorConfig:
     ctx_width: int = 64  # hidden width of each slice's context network
     ctx_spatial: bool = False  # checkerboard context inside each slice (see code_latents)
     synthesis_last: int = 0  # g_s's last hidden width (0: n); tokc.train.image_slim narrows it
+    synthesis_mid: int = 0  # g_s's second hidden width (0: n); likewise
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,14 +95,14 @@ class Analysis(nn.Module):
 class Synthesis(nn.Module):
     """g_s: the mirror of Analysis (transposed convs, inverse GDN, optional block shortcut).
     last: the width of the last hidden layer, at half the output resolution, where g_s spends
-    most of its time (0: n)."""
+    most of its time, mid: of the one before, at a quarter (0: n)."""
 
-    def __init__(self, n: int, m: int, shortcut: bool, last: int = 0):
+    def __init__(self, n: int, m: int, shortcut: bool, last: int = 0, mid: int = 0):
         super().__init__()
-        last = last or n
+        last, mid = last or n, mid or n
         self.layers = nn.Sequential(
-            deconv(m, n), SimplifiedGDN(n, True), deconv(n, n), SimplifiedGDN(n, True),
-            deconv(n, last), SimplifiedGDN(last, True), deconv(last, 3),
+            deconv(m, n), SimplifiedGDN(n, True), deconv(n, mid), SimplifiedGDN(mid, True),
+            deconv(mid, last), SimplifiedGDN(last, True), deconv(last, 3),
         )
         self.block = nn.ConvTranspose2d(m, 3, 16, stride=16) if shortcut else None
 
@@ -215,7 +216,7 @@ class ImageHyperprior(nn.Module):
         self.config = config
         n, m, L = config.n, config.m, config.levels
         self.g_a = Analysis(n, m, config.shortcut)
-        self.g_s = Synthesis(n, m, config.shortcut, config.synthesis_last)
+        self.g_s = Synthesis(n, m, config.shortcut, config.synthesis_last, config.synthesis_mid)
         self.h_a = nn.Sequential(
             conv(m, n, 3, 1), nn.ReLU(), conv(n, n), nn.ReLU(), conv(n, n),
         )

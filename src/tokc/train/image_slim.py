@@ -11,7 +11,11 @@ teacher_weight * MSE to the shipped synthesis) / (the shipped synthesis' MSE on 
 Relative, so that every level weighs alike in dB: plain MSE favours the low levels, whose errors
 are largest, and lost 0.2 dB at the top level.
 
---pack writes a weights file: the shipped one with g_s replaced and config.synthesis_last set.
+--mid-width W narrows the hidden layer before it (at a quarter of the output resolution) as
+well, with the same selection; a width the weights' g_s already has is left as it is.
+
+--pack writes a weights file: the shipped one with g_s replaced and config.synthesis_last (and
+synthesis_mid) set.
 Everything the encoder reads (g_a, h_a, the integer networks, the tables, the gains and the
 synthesis energies of the token choice) is unchanged, so the files it makes hold the same
 tokens as the shipped weights'. It is a new weights version (a new digest): archive the file it
@@ -37,30 +41,35 @@ from tokc.train.common import save_atomic
 from tokc.train.image import DEFAULT_DATA
 from tokc.train.image_tune import pools, validate
 
+LAST, MID = 4, 2  # g_s.layers index of the deconvolution into the last / the second hidden layer
 
-def narrow(g_s: Synthesis, width: int, keep: torch.Tensor | None = None) -> Synthesis:
-    """A copy of g_s with its last hidden layer cut to `width` channels (keep: which; default
-    the first): the deconvolution into it, its inverse GDN and the output layer are sliced."""
+
+def narrow(g_s: Synthesis, width: int, keep: torch.Tensor | None = None, at: int = LAST) -> Synthesis:
+    """A copy of g_s with the hidden layer after layers[at] (LAST: at half the output
+    resolution; MID: at a quarter) cut to `width` channels (keep: which; default the first):
+    the deconvolution into it, its inverse GDN and the deconvolution out of it are sliced."""
     g = copy.deepcopy(g_s)
     layers = g.layers
     keep = torch.arange(width) if keep is None else keep
-    d4, g5, d6 = deconv(layers[4].in_channels, width), SimplifiedGDN(width, True), deconv(width, 3)
+    into, gdn, out = layers[at], layers[at + 1], layers[at + 2]
+    d_in, g_new, d_out = deconv(into.in_channels, width), SimplifiedGDN(width, True), deconv(width, out.out_channels)
     with torch.no_grad():
-        d4.weight.copy_(layers[4].weight[:, keep])
-        d4.bias.copy_(layers[4].bias[keep])
-        g5.beta_p.copy_(layers[5].beta_p[keep])
-        g5.gamma_p.copy_(layers[5].gamma_p[keep][:, keep])
-        d6.weight.copy_(layers[6].weight[keep])
-        d6.bias.copy_(layers[6].bias)
-    layers[4], layers[5], layers[6] = d4, g5, d6
+        d_in.weight.copy_(into.weight[:, keep])
+        d_in.bias.copy_(into.bias[keep])
+        g_new.beta_p.copy_(gdn.beta_p[keep])
+        g_new.gamma_p.copy_(gdn.gamma_p[keep][:, keep])
+        d_out.weight.copy_(out.weight[keep])
+        d_out.bias.copy_(out.bias)
+    layers[at], layers[at + 1], layers[at + 2] = d_in, g_new, d_out
     return g
 
 
 @torch.no_grad()
-def strongest(g_s: Synthesis, y: torch.Tensor, width: int) -> torch.Tensor:
-    """The `width` last-hidden channels of g_s carrying most energy into its output on y."""
-    a = g_s.layers[:6](y)
-    energy = a.square().mean((0, 2, 3)) * g_s.layers[6].weight.square().sum((1, 2, 3))
+def strongest(g_s: Synthesis, y: torch.Tensor, width: int, at: int = LAST) -> torch.Tensor:
+    """The `width` channels of the hidden layer after layers[at] carrying most energy into the
+    next deconvolution on y."""
+    a = g_s.layers[: at + 2](y)
+    energy = a.square().mean((0, 2, 3)) * g_s.layers[at + 2].weight.square().sum((1, 2, 3))
     return torch.argsort(energy, descending=True)[:width].sort().values
 
 
@@ -76,7 +85,8 @@ may be the weights' own path (it is written beside, then moved)."""
     f = weights.file
     tensors = {k: v for k, v in f.tensors.items() if not k.startswith("g_s.")}
     tensors.update({f"g_s.{k}": v.numpy().astype(np.float16) for k, v in state["g_s"].items()})
-    meta = {**f.meta, "config": {**f.meta["config"], "synthesis_last": int(state["width"])},
+    widths = {"synthesis_last": int(state["width"]), "synthesis_mid": int(state.get("mid_width", 0))}
+    meta = {**f.meta, "config": {**f.meta["config"], **{k: v for k, v in widths.items() if v}},
             "synthesis": {"narrowed_from_sha256": f.sha256, "steps": int(state["step"]),
                           "teacher_weight": state["teacher_weight"]}}
     tmp = Path(out).with_name(Path(out).name + ".tmp")
@@ -93,6 +103,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", type=Path, help="folder of the latent pool (default: --out); "
                     "an image_tune run of the same weights has one")
     ap.add_argument("--width", type=int, default=32, help="g_s's last hidden width")
+    ap.add_argument("--mid-width", type=int, default=0, help="g_s's second hidden width (0: as the weights')")
     ap.add_argument("--pool-size", type=int, default=3000)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
@@ -120,8 +131,12 @@ def main(argv=None) -> None:
     codec = ImageCodec(weights, backend="onnx" if args.weights is None else "auto")
     pool, val = pools(codec, args.pool or args.out, args.data, args.pool_size, args.crop, args.seed)
     teacher = packed.synthesis_model(weights.file).g_s.eval().requires_grad_(False)
-    keep = strongest(teacher, crops(pool, np.arange(64))[1], args.width)
-    student = narrow(teacher, args.width, keep).requires_grad_(True).train()
+    y64 = crops(pool, np.arange(64))[1]
+    student = copy.deepcopy(teacher)
+    for at, width in ((LAST, args.width), (MID, args.mid_width)):
+        if width and width < student.layers[at].out_channels:
+            student = narrow(student, width, strongest(student, y64, width, at), at)
+    student.requires_grad_(True).train()
     opt = torch.optim.Adam(student.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     log = open(args.out / "log.jsonl", "a")
@@ -140,7 +155,7 @@ def main(argv=None) -> None:
         step = state["step"]
         print(f"resumed at step {step}", flush=True)
     else:
-        write({"step": 0, "width": args.width, "teacher": validate(teacher, val),
+        write({"step": 0, "width": args.width, "mid_width": args.mid_width, "teacher": validate(teacher, val),
                "student": validate(student, val)})
     for grp in opt.param_groups:
         grp["lr"] = args.lr
@@ -167,7 +182,8 @@ def main(argv=None) -> None:
                 rec["val"] = validate(student, val)
             write(rec)
             save_atomic({"g_s": student.state_dict(), "opt": opt.state_dict(), "step": step,
-                         "gen": gen.get_state(), "width": args.width,
+                         "gen": gen.get_state(), "width": student.layers[LAST].out_channels,
+                         "mid_width": student.layers[MID].out_channels,
                          "teacher_weight": args.teacher_weight}, ckpt)
     print(f"stopped at step {step}", flush=True)
 
