@@ -39,7 +39,7 @@ from tokc.models import packed
 from tokc.models.hyperprior import SimplifiedGDN, Synthesis, deconv
 from tokc.train.common import save_atomic
 from tokc.train.image import DEFAULT_DATA
-from tokc.train.image_tune import pools, validate
+from tokc.train.image_tune import crops, pools, validate
 
 LAST, MID = 4, 2  # g_s.layers index of the deconvolution into the last / the second hidden layer
 
@@ -71,11 +71,6 @@ def strongest(g_s: Synthesis, y: torch.Tensor, width: int, at: int = LAST) -> to
     a = g_s.layers[: at + 2](y)
     energy = a.square().mean((0, 2, 3)) * g_s.layers[at + 2].weight.square().sum((1, 2, 3))
     return torch.argsort(energy, descending=True)[:width].sort().values
-
-
-def crops(pool: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.from_numpy(pool["x"][idx]).permute(0, 3, 1, 2).float() / 255,
-            torch.from_numpy(pool["y"][idx]).float())
 
 
 def pack_slim(ckpt: Path, weights: ImageWeights, out: Path) -> dict:

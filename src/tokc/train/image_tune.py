@@ -81,6 +81,13 @@ def pools(codec: ImageCodec, out: Path, data: Path, n: int, crop: int, seed: int
     return dict(np.load(pool_path)), dict(np.load(val_path))
 
 
+def crops(pool: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops of a pool (or the validation set) as tensors: images (N, 3, H, W) in 0..1 and
+    their latents y_hat (N, M, h, w)."""
+    return (torch.from_numpy(pool["x"][idx]).permute(0, 3, 1, 2).float() / 255,
+            torch.from_numpy(pool["y"][idx]).float())
+
+
 def loss_terms(g_s, x: torch.Tensor, y_hat: torch.Tensor, d0: torch.Tensor, mse0: torch.Tensor,
                mse_weight: float):
     x_hat = g_s(y_hat)
@@ -95,8 +102,8 @@ def reference(g_s, pool: dict, batch: int = 8) -> dict[str, np.ndarray]:
     """100 - SSIMULACRA2 and the MSE of the starting synthesis on each pool crop."""
     d0, mse0 = [], []
     for i in range(0, len(pool["level_milli"]), batch):
-        x = torch.from_numpy(pool["x"][i : i + batch]).permute(0, 3, 1, 2).float() / 255
-        x_hat = g_s(torch.from_numpy(pool["y"][i : i + batch]).float())
+        x, y = crops(pool, slice(i, i + batch))
+        x_hat = g_s(y)
         d0.append((100 - score(x, x_hat)).clamp_min(1.0).numpy())
         mse0.append((x_hat - x).square().mean((1, 2, 3)).clamp_min(1e-6).numpy())
     return {"d0": np.concatenate(d0).astype(np.float32), "mse0": np.concatenate(mse0).astype(np.float32)}
@@ -108,8 +115,7 @@ def validate(g_s, val: dict) -> dict:
     res = {}
     for lv in sorted(set(val["level_milli"].tolist())):
         sel = val["level_milli"] == lv
-        x = torch.from_numpy(val["x"][sel]).permute(0, 3, 1, 2).float() / 255
-        y = torch.from_numpy(val["y"][sel]).float()
+        x, y = crops(val, sel)
         x_hat = (g_s(y).clamp(0, 1) * 255).round() / 255
         mse = (x_hat - x).square().mean((1, 2, 3)).clamp_min(1e-12)
         res[str(lv)] = {"psnr": float((10 * torch.log10(1 / mse)).mean()),
@@ -193,8 +199,7 @@ def main(argv=None) -> None:
     n = len(pool["level_milli"])
     while step < args.iters and time.time() - t0 < args.minutes * 60:
         idx = torch.randint(n, (args.batch,), generator=gen).numpy()
-        x = torch.from_numpy(pool["x"][idx]).permute(0, 3, 1, 2).float() / 255
-        y = torch.from_numpy(pool["y"][idx]).float()
+        x, y = crops(pool, idx)
         d0, mse0 = torch.from_numpy(pool["d0"][idx]), torch.from_numpy(pool["mse0"][idx])
         loss, s, mse = loss_terms(g_s, x, y, d0, mse0, args.mse_weight)
         opt.zero_grad(set_to_none=True)
